@@ -1,0 +1,54 @@
+"""`python -m iot_api`: check the settings, then serve with uvicorn (uvloop + httptools).
+
+Settings are checked here, before any worker starts, so that a bad value ends with one line naming
+the variable and exit status 2 rather than a traceback per worker.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+
+
+def main() -> int:
+    from . import config, logs
+    from .auth import Tokens, TokensError
+
+    try:
+        settings = config.load()
+        if settings.tokens_file:
+            Tokens.load(settings.tokens_file)
+    except (config.ConfigError, TokensError) as exc:
+        print(f"iot-api: configuration error: {exc}", file=sys.stderr)
+        return 2
+
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Workers are separate processes: prometheus-client aggregates their samples through files.
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="iot-api-metrics-")
+
+    import uvicorn
+
+    uvicorn.run(
+        "iot_api.app:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_config=logs.config(settings.log_level),
+        access_log=settings.access_log,
+        server_header=False,
+        limit_concurrency=settings.max_connections,
+        backlog=2048,
+        timeout_keep_alive=30,
+        # On SIGTERM uvicorn stops accepting, waits for in-flight requests, then the lifespan
+        # shutdown flushes what is still queued for InfluxDB (app.py).
+        timeout_graceful_shutdown=max(10, int(settings.influxdb_timeout_s * 3)),
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,301 @@
+"""The api as a plain ASGI application (served by uvicorn with uvloop and httptools).
+
+No web framework on purpose: POST /data is the hot path and every microsecond of per-request Python
+is throughput (docs/benchmarks.md). The router below is a dict and two path patterns; the OpenAPI
+document (openapi.py) is the contract, and the tests fuzz the api against it.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+
+import orjson
+
+from . import metrics
+from .auth import Tokens
+from .config import Settings
+from .influx import Influx, QueryError, Unavailable
+from .openapi import document as openapi_document
+from .queries import BadRequest, NotFound, ReadQueries, parse_args
+from .readings import InvalidBody, Limits, check_sensor_id, parse_body
+from .writer import GroupCommitWriter, Overloaded
+
+log = logging.getLogger("iot_api")
+
+JSON = [(b"content-type", b"application/json")]
+
+
+class Api:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.tokens = Tokens.load(settings.tokens_file) if settings.tokens_file else None
+        self.limits = Limits(max_batch=settings.max_batch, min_ts_ns=settings.min_ts_ns,
+                             max_future_ns=settings.max_future_ns, retention_ns=settings.retention_ns,
+                             measurement=settings.measurement)
+        self.influx = Influx(settings.influxdb_url, settings.influxdb_db, settings.influxdb_rp,
+                             settings.influxdb_user, settings.influxdb_password, settings.influxdb_timeout_s)
+        self.reads = ReadQueries(self.influx, settings.measurement, settings.read_limit_max)
+        self.writer: GroupCommitWriter | None = None
+        self.ready = False
+        self._setup_task: asyncio.Task | None = None
+        self._ping_cache = (0.0, False)
+        self._openapi = orjson.dumps(openapi_document(settings))
+        self._retry_after = str(settings.retry_after_s).encode()
+        self._routes = {
+            "/data": {"POST": self.post_data, "GET": self.get_data},
+            "/sensors": {"GET": self.get_sensors},
+            "/top": {"GET": self.get_top},
+            "/healthz": {"GET": self.healthz},
+            "/readyz": {"GET": self.readyz},
+            "/metrics": {"GET": self.get_metrics},
+            "/openapi.json": {"GET": self.get_openapi},
+        }
+        self._sensor_routes = {"stats": {"GET": self.get_stats}, "histogram": {"GET": self.get_histogram}}
+
+    # -- ASGI entry points ---------------------------------------------------------------------------
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http":
+            await self._http(scope, receive, send)
+        elif scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+
+    async def _http(self, scope, receive, send):
+        started = time.perf_counter()
+        path, method = scope["path"], scope["method"]
+        route, methods, arg = path, self._routes.get(path), None
+        if methods is None:
+            parts = path.split("/")
+            # /sensors/{id}/stats and /sensors/{id}/histogram
+            if len(parts) == 4 and parts[1] == "sensors" and parts[3] in self._sensor_routes:
+                route, methods, arg = f"/sensors/{{id}}/{parts[3]}", self._sensor_routes[parts[3]], parts[2]
+        if methods is None:
+            status, body, headers = 404, {"error": f"no such endpoint: {path} (see /openapi.json)"}, []
+            route = "unmatched"
+        elif method not in methods:
+            allow = ", ".join(sorted(methods)).encode()
+            status, body, headers = 405, {"error": f"{method} is not allowed on {route}"}, [(b"allow", allow)]
+        else:
+            try:
+                handler = methods[method]
+                status, body, headers = await (handler(scope, receive, arg) if arg is not None
+                                               else handler(scope, receive))
+            except Unavailable as exc:
+                status, body, headers = self._unavailable(str(exc))
+            except (BadRequest, InvalidBody) as exc:
+                status, body, headers = exc.status, exc.body() if isinstance(exc, InvalidBody) else exc.body, []
+            except NotFound as exc:
+                status, body, headers = 404, exc.body, []
+            except QueryError as exc:
+                log.error("InfluxDB refused a read query", extra={"error": str(exc), "path": path})
+                status, body, headers = 502, {"error": "InfluxDB refused the query"}, []
+            except Exception:
+                log.exception("unexpected error", extra={"path": path, "method": method})
+                status, body, headers = 500, {"error": "internal error (logged)"}, []
+        if isinstance(body, tuple):  # pre-encoded (content type, bytes)
+            ctype, payload = body
+            out_headers = [(b"content-type", ctype)]
+        else:
+            payload, out_headers = orjson.dumps(body), JSON
+        out_headers = out_headers + [(b"content-length", str(len(payload)).encode())]
+        await send({"type": "http.response.start", "status": status,
+                    "headers": out_headers + headers if headers else out_headers})
+        await send({"type": "http.response.body", "body": payload})
+        metrics.REQUESTS.labels(method, route, status).inc()
+        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+
+    def _unavailable(self, reason: str):
+        return (503, {"error": f"storage unavailable, nothing was stored: {reason}",
+                      "retry_after": self.settings.retry_after_s},
+                [(b"retry-after", self._retry_after)])
+
+    def _authorize(self, scope, scope_needed: str):
+        """None when allowed, else the (status, body, headers) to answer."""
+        if self.tokens is None:
+            return None
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value
+                break
+        scopes = self.tokens.scopes_of(header)
+        if scopes is None:
+            return (401, {"error": "missing or unknown bearer token (Authorization: Bearer <token>)"},
+                    [(b"www-authenticate", b'Bearer realm="iot"')])
+        if scope_needed not in scopes:
+            return 403, {"error": f"this token may not {scope_needed}"}, []
+        return None
+
+    # -- POST /data -------------------------------------------------------------------------------
+    async def post_data(self, scope, receive):
+        denied = self._authorize(scope, "write")
+        if denied:
+            return denied
+        ctype = length = None
+        for name, value in scope["headers"]:
+            if name == b"content-type":
+                ctype = value
+            elif name == b"content-length":
+                length = value
+        if ctype is None or ctype.split(b";", 1)[0].strip().lower() != b"application/json":
+            return 415, {"error": "Content-Type must be application/json"}, []
+        limit = self.settings.max_body_bytes
+        if length is not None and (not length.isdigit() or int(length) > limit):
+            if length.isdigit():
+                return 413, {"error": f"body of {int(length)} bytes exceeds the maximum of {limit} "
+                                      "(API_MAX_BODY_BYTES)"}, []
+            return 400, {"error": "invalid Content-Length"}, []
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return 400, {"error": "client disconnected"}, []
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > limit:
+                return 413, {"error": f"body exceeds the maximum of {limit} bytes (API_MAX_BODY_BYTES)"}, []
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        try:
+            lines, count = parse_body(body, self.limits)
+        except InvalidBody as exc:
+            metrics.READINGS_REJECTED.labels("invalid").inc()
+            raise exc
+        if not self.ready:
+            return self._unavailable("InfluxDB is not ready yet (database setup pending)")
+        try:
+            outcome = await self.writer.submit(lines)
+        except Overloaded as exc:
+            return self._unavailable(f"the api is overloaded ({exc})")
+        metrics.READINGS_STORED.inc(outcome.stored)
+        if not outcome.rejected:
+            return 201, {"stored": outcome.stored}, []
+        single = body.lstrip()[:1] == b"{"
+        rejected = [{"index": None if single else i, "message": msg} for i, msg in outcome.rejected]
+        log.warning("InfluxDB refused readings", extra={"rejected": len(rejected), "stored": outcome.stored,
+                                                        "first_error": rejected[0]["message"]})
+        return 422, {"error": f"InfluxDB refused {len(rejected)} of {count} readings; "
+                              f"the other {outcome.stored} were stored",
+                     "stored": outcome.stored, "rejected": rejected}, []
+
+    # -- read endpoints ------------------------------------------------------------------------------
+    async def get_data(self, scope, receive):
+        return await self._read(scope, self.reads.data_spec(), self.reads.data)
+
+    async def get_sensors(self, scope, receive):
+        return await self._read(scope, ReadQueries.SENSORS_SPEC, self.reads.sensors)
+
+    async def get_top(self, scope, receive):
+        return await self._read(scope, ReadQueries.TOP_SPEC, self.reads.top)
+
+    async def get_stats(self, scope, receive, sensor_id):
+        return await self._read(scope, ReadQueries.STATS_SPEC, self.reads.stats, sensor_id)
+
+    async def get_histogram(self, scope, receive, sensor_id):
+        return await self._read(scope, ReadQueries.HISTOGRAM_SPEC, self.reads.histogram, sensor_id)
+
+    async def _read(self, scope, spec, query, sensor_id=None):
+        denied = self._authorize(scope, "read")
+        if denied:
+            return denied
+        args = parse_args(scope["query_string"], spec)
+        if sensor_id is None:
+            return 200, await query(args), []
+        try:
+            sensor_id = check_sensor_id(sensor_id)  # ASGI paths arrive percent-decoded
+        except ValueError as exc:
+            raise BadRequest("sensor_id", str(exc)) from None
+        return 200, await query(sensor_id, args), []
+
+    # -- operations --------------------------------------------------------------------------------
+    async def healthz(self, scope, receive):
+        return 200, {"status": "alive"}, []
+
+    async def readyz(self, scope, receive):
+        if not self.ready:
+            return 503, {"ready": False, "reason": "InfluxDB database setup pending"}, []
+        at, ok = self._ping_cache
+        if time.monotonic() - at > 1.0:  # /readyz may be polled hard; ping InfluxDB at most 1/s
+            ok = await self.influx.ping()
+            self._ping_cache = (time.monotonic(), ok)
+            metrics.READY.set(1 if ok else 0)
+        if not ok:
+            return 503, {"ready": False, "reason": "InfluxDB does not answer /ping"}, []
+        return 200, {"ready": True}, []
+
+    async def get_metrics(self, scope, receive):
+        payload, ctype = metrics.render()
+        return 200, (ctype.encode(), payload), []
+
+    async def get_openapi(self, scope, receive):
+        return 200, (b"application/json", self._openapi), []
+
+    # -- lifespan: set up InfluxDB in the background, drain on stop ----------------------------------
+    async def _lifespan(self, receive, send):
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self.influx.open()
+                self.writer = GroupCommitWriter(
+                    self.influx, self.settings.flush_max_points, self.settings.flush_max_delay_s,
+                    self.settings.flush_in_flight, self.settings.max_pending_points,
+                    enabled=self.settings.group_commit, on_database_missing=self._database_missing)
+                if self.tokens is None:
+                    log.warning("API_TOKENS_FILE is not set: the api runs OPEN, anyone who reaches it "
+                                "can write and read readings")
+                self._start_setup()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                # uvicorn has stopped accepting and waited for in-flight requests; flush the rest.
+                drained = await self.writer.drain(timeout_s=self.settings.influxdb_timeout_s * 2)
+                log.info("stopped", extra={"drained": drained, "pending": self.writer.pending_points})
+                if self._setup_task:
+                    self._setup_task.cancel()
+                await self.influx.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    def _start_setup(self):
+        if self._setup_task is None or self._setup_task.done():
+            self._setup_task = asyncio.get_running_loop().create_task(self._setup_loop())
+
+    def _database_missing(self):
+        if self.ready:
+            log.error("InfluxDB database is missing; setting it up again")
+        self.ready = False
+        metrics.READY.set(0)
+        self._start_setup()
+
+    async def _setup_loop(self):
+        """Retry with capped exponential backoff and jitter until the database and retention policy
+        exist: the api must start before InfluxDB does (Swarm ignores depends_on)."""
+        delay, attempt = 0.25, 0
+        while True:
+            attempt += 1
+            try:
+                await self.influx.setup(self.settings.retention)
+            except (Unavailable, QueryError) as exc:
+                level = logging.ERROR if isinstance(exc, QueryError) else logging.WARNING
+                log.log(level, "InfluxDB not ready, retrying", extra={
+                    "attempt": attempt, "error": str(exc), "retry_in_s": round(delay, 2)})
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, self.settings.startup_backoff_max_s)
+                continue
+            self.ready = True
+            self._ping_cache = (time.monotonic(), True)
+            metrics.READY.set(1)
+            log.info("InfluxDB ready", extra={"url": self.settings.influxdb_url, "db": self.settings.influxdb_db,
+                                              "retention_policy": self.settings.influxdb_rp,
+                                              "retention": self.settings.retention, "attempts": attempt})
+            return
+
+
+def create_app() -> Api:
+    """uvicorn factory (one Api per worker process)."""
+    from . import config
+
+    return Api(config.load())
+

@@ -1,0 +1,171 @@
+"""Settings from environment variables (12-factor); every secret can also come from `<NAME>_FILE`.
+
+A bad value stops the api at start with one line naming the variable: `ConfigError`, exit status 2.
+"""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from .timefmt import parse_duration, parse_rfc3339
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str
+    port: int
+    workers: int
+    log_level: str
+    access_log: bool
+    max_connections: int
+    influxdb_url: str
+    influxdb_db: str
+    influxdb_rp: str
+    measurement: str
+    influxdb_user: str | None
+    influxdb_password: str | None
+    influxdb_timeout_s: float
+    retention: str  # InfluxQL duration ("INF", "30d", …) as given, for CREATE RETENTION POLICY
+    retention_ns: int | None
+    max_batch: int
+    max_body_bytes: int
+    group_commit: bool
+    flush_max_points: int
+    flush_max_delay_s: float
+    flush_in_flight: int
+    max_pending_points: int
+    min_ts_ns: int
+    max_future_ns: int
+    retry_after_s: int
+    startup_backoff_max_s: float
+    tokens_file: str | None
+    read_limit_max: int
+
+
+def _secret(env, name: str) -> str | None:
+    """NAME, or the content of the file NAME_FILE points at (Docker/Swarm secrets)."""
+    path = env.get(name + "_FILE")
+    if path:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                return fh.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"{name}_FILE={path!r}: cannot read it ({exc.strerror})") from None
+    return env.get(name) or None
+
+
+def _int(env, name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r}: must be an integer between {lo} and {hi}") from None
+    if not lo <= value <= hi:
+        raise ConfigError(f"{name}={raw!r}: must be between {lo} and {hi}")
+    return value
+
+
+def _bool(env, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise ConfigError(f"{name}={raw!r}: must be true or false")
+
+
+def _duration(env, name: str, default: str, allow_inf: bool = False, minimum_ns: int = 0) -> tuple[str, int | None]:
+    raw = env.get(name, "").strip() or default
+    try:
+        ns = parse_duration(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name}={raw!r}: {exc}") from None
+    if ns is None and not allow_inf:
+        raise ConfigError(f"{name}={raw!r}: INF is not allowed here")
+    if ns is not None and ns < minimum_ns:
+        raise ConfigError(f"{name}={raw!r}: must be at least {minimum_ns // 1_000_000} ms")
+    return raw, ns
+
+
+def _ident(env, name: str, default: str) -> str:
+    raw = env.get(name, "").strip() or default
+    if not _IDENT.match(raw):
+        raise ConfigError(f"{name}={raw!r}: must be a name of letters, digits, _ and - (max 64)")
+    return raw
+
+
+def load(env: dict | None = None) -> Settings:
+    env = os.environ if env is None else env
+    url = env.get("INFLUXDB_URL", "").strip() or "http://influxdb:8086"
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"INFLUXDB_URL={url!r}: must be an http(s) URL like http://influxdb:8086")
+
+    retention, retention_ns = _duration(env, "API_RETENTION", "INF", allow_inf=True)
+    if retention_ns is not None and retention_ns < 3600 * 10**9:
+        raise ConfigError(f"API_RETENTION={retention!r}: InfluxDB needs at least 1h (or INF)")
+    if retention_ns is not None and retention_ns % (10**9):
+        raise ConfigError(f"API_RETENTION={retention!r}: use whole seconds, minutes, hours, days or weeks")
+
+    min_ts_raw = env.get("API_MIN_TS", "").strip() or "2000-01-01T00:00:00Z"
+    try:
+        min_ts_ns = parse_rfc3339(min_ts_raw)
+    except ValueError as exc:
+        raise ConfigError(f"API_MIN_TS={min_ts_raw!r}: {exc}") from None
+    _, max_future_ns = _duration(env, "API_MAX_FUTURE", "1h")
+    _, timeout_ns = _duration(env, "INFLUXDB_TIMEOUT", "5s", minimum_ns=10**8)
+    _, delay_ns = _duration(env, "API_FLUSH_MAX_DELAY", "0ms")
+    _, backoff_ns = _duration(env, "API_STARTUP_BACKOFF_MAX", "10s", minimum_ns=10**8)
+
+    log_level = (env.get("API_LOG_LEVEL", "").strip() or "info").lower()
+    if log_level not in ("debug", "info", "warning", "error"):
+        raise ConfigError(f"API_LOG_LEVEL={log_level!r}: must be debug, info, warning or error")
+    user = _secret(env, "INFLUXDB_USER")
+    password = _secret(env, "INFLUXDB_PASSWORD")
+    if bool(user) != bool(password):
+        raise ConfigError("INFLUXDB_USER and INFLUXDB_PASSWORD (or their _FILE forms) go together")
+    tokens_file = env.get("API_TOKENS_FILE", "").strip() or None
+    flush_max_points = _int(env, "API_FLUSH_MAX_POINTS", 5000, 1, 1_000_000)
+
+    return Settings(
+        host=env.get("API_HOST", "").strip() or "0.0.0.0",
+        port=_int(env, "API_PORT", 1337, 1, 65535),
+        workers=_int(env, "API_WORKERS", 1, 1, 64),
+        log_level=log_level,
+        access_log=_bool(env, "API_ACCESS_LOG", False),
+        max_connections=_int(env, "API_MAX_CONNECTIONS", 1000, 1, 100_000),
+        influxdb_url=url.rstrip("/"),
+        influxdb_db=_ident(env, "INFLUXDB_DB", "iot"),
+        influxdb_rp=_ident(env, "INFLUXDB_RP", "iot_rp"),
+        measurement=_ident(env, "INFLUXDB_MEASUREMENT", "data"),
+        influxdb_user=user,
+        influxdb_password=password,
+        influxdb_timeout_s=timeout_ns / 1e9,
+        retention=retention.upper() if retention_ns is None else retention,
+        retention_ns=retention_ns,
+        max_batch=_int(env, "API_MAX_BATCH", 5000, 1, 1_000_000),
+        max_body_bytes=_int(env, "API_MAX_BODY_BYTES", 1_048_576, 1024, 256 * 1_048_576),
+        group_commit=_bool(env, "API_GROUP_COMMIT", True),
+        flush_max_points=flush_max_points,
+        flush_max_delay_s=delay_ns / 1e9,
+        flush_in_flight=_int(env, "API_FLUSH_IN_FLIGHT", 2, 1, 64),
+        max_pending_points=_int(env, "API_MAX_PENDING_POINTS", 100_000, flush_max_points, 100_000_000),
+        min_ts_ns=min_ts_ns,
+        max_future_ns=max_future_ns,
+        retry_after_s=_int(env, "API_RETRY_AFTER", 2, 1, 3600),
+        startup_backoff_max_s=backoff_ns / 1e9,
+        tokens_file=tokens_file,
+        read_limit_max=_int(env, "API_READ_LIMIT_MAX", 10_000, 1, 1_000_000),
+    )

@@ -1,0 +1,208 @@
+"""The reading: validation of a POST /data body and its InfluxDB line protocol.
+
+Wire format (the course's, unchanged): {"ts": "2017-06-25T09:53:16Z", "type": "temp", "value": 34,
+"sensor_id": 123}, or a JSON array of such objects. Storage: `sensor_id` and `type` are tags, `value`
+a float field, `ts` the timestamp in ns; so a resent reading is the same point and overwrites itself.
+
+Hand-validated rather than through a model library: this is the api's hot path (see the benchmark
+figures in the docs), and every rule below has to produce a message that names the field anyway.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+
+import orjson
+
+from .timefmt import format_rfc3339, parse_rfc3339
+
+FIELDS = ("ts", "type", "value", "sensor_id")
+REQUIRED = ("type", "value", "sensor_id")
+# Tag values are restricted to characters that need no escaping in line protocol and are safe in URLs,
+# file names and Grafana variables; a newline or an empty value would break the write.
+TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$"
+SENSOR_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+_TYPE_RE = re.compile(TYPE_PATTERN)
+_SENSOR_RE = re.compile(SENSOR_ID_PATTERN)
+MAX_PROBLEMS = 20  # a batch of 5000 bad readings should not produce a megabyte of errors
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_batch: int
+    min_ts_ns: int
+    max_future_ns: int
+    retention_ns: int | None  # None: data is kept forever
+    measurement: str
+
+
+class InvalidBody(Exception):
+    """The request cannot be stored as sent; `status` is the 4xx to answer."""
+
+    def __init__(self, status: int, error: str, problems: list[dict] | None = None):
+        super().__init__(error)
+        self.status = status
+        self.error = error
+        self.problems = problems or []
+
+    def body(self) -> dict:
+        out = {"error": self.error}
+        if self.problems:
+            out["problems"] = self.problems
+        return out
+
+
+class _Clock:
+    """Server time for readings without `ts`, strictly increasing within this process so that two
+    such readings of one sensor never land on the same point and silently overwrite each other."""
+
+    def __init__(self):
+        self.last = 0
+
+    def next(self) -> int:
+        now = time.time_ns()
+        if now <= self.last:
+            now = self.last + 1
+        self.last = now
+        return now
+
+
+_clock = _Clock()
+
+
+def check_sensor_id(raw) -> str:
+    """The tag value of a sensor id (int or string); ValueError with the reason."""
+    t = type(raw)
+    if t is int:
+        return str(raw)
+    if t is str:
+        if _SENSOR_RE.match(raw):
+            return raw
+        raise ValueError("must be 1-64 characters among letters, digits and _ . : -")
+    raise ValueError("must be a string or an integer")
+
+
+def check_type(raw) -> str:
+    if type(raw) is str and _TYPE_RE.match(raw):
+        return raw
+    if type(raw) is not str:
+        raise ValueError("must be a string")
+    raise ValueError("must start with a letter and use at most 32 letters, digits and _ . -")
+
+
+def parse_body(body: bytes, limits: Limits) -> tuple[list[str], int]:
+    """Validate a POST /data body; return (line protocol lines, number of readings).
+
+    All or nothing: one bad reading refuses the whole request with every problem listed (up to
+    MAX_PROBLEMS), so a client never has to guess which part was stored.
+    """
+    if not body.strip():
+        raise InvalidBody(400, "request body is empty: send a reading object or an array of readings")
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody(400, f"malformed JSON: {exc}") from None
+    if type(doc) is dict:
+        items, single = [doc], True
+    elif type(doc) is list:
+        items, single = doc, False
+        if not items:
+            raise InvalidBody(422, "empty batch: send at least one reading")
+        if len(items) > limits.max_batch:
+            raise InvalidBody(413, f"batch of {len(items)} readings exceeds the maximum of "
+                                   f"{limits.max_batch} (API_MAX_BATCH)")
+    else:
+        raise InvalidBody(422, "body must be a reading object or an array of readings",
+                          [{"index": None, "field": "", "message": f"got a JSON {_json_kind(doc)}"}])
+
+    now = time.time_ns()
+    oldest = max(limits.min_ts_ns, now - limits.retention_ns) if limits.retention_ns else limits.min_ts_ns
+    newest = now + limits.max_future_ns
+    prefix = limits.measurement + ",sensor_id="
+    lines: list[str] = []
+    problems: list[dict] = []
+    n_bad = 0
+    for i, item in enumerate(items):
+        index = None if single else i
+        errs = _check_item(item, index, oldest, newest, limits)
+        if errs:
+            n_bad += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.extend(errs[: MAX_PROBLEMS - len(problems)])
+            continue
+        if n_bad:  # keep validating to report problems, but stop building lines
+            continue
+        ts = item.get("ts")
+        ns = parse_rfc3339(ts) if ts is not None else _clock.next()
+        value = item["value"]
+        sid = item["sensor_id"]
+        # Tags written in sorted key order (sensor_id < type): InfluxDB sorts them otherwise.
+        lines.append(f"{prefix}{sid if type(sid) is str else str(sid)},type={item['type']} "
+                     f"value={float(value)!r} {ns}\n")
+    if n_bad:
+        what = "the reading is invalid" if single else f"{n_bad} of {len(items)} readings are invalid"
+        raise InvalidBody(422, f"{what}; nothing was stored", problems)
+    return lines, len(items)
+
+
+def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> list[dict]:
+    """Problems of one reading; an empty list when it is valid."""
+    if type(item) is not dict:
+        return [{"index": index, "field": "", "message": f"must be a reading object, got a JSON {_json_kind(item)}"}]
+    errs = []
+    if len(item) > 4 or not item.keys() <= set(FIELDS):
+        for key in item:
+            if key not in FIELDS:
+                errs.append({"index": index, "field": str(key),
+                             "message": "unknown field (allowed: ts, type, value, sensor_id)"})
+    for key in REQUIRED:
+        if key not in item:
+            errs.append({"index": index, "field": key, "message": "is required"})
+
+    if "type" in item:
+        try:
+            check_type(item["type"])
+        except ValueError as exc:
+            errs.append({"index": index, "field": "type", "message": str(exc)})
+    if "sensor_id" in item:
+        try:
+            check_sensor_id(item["sensor_id"])
+        except ValueError as exc:
+            errs.append({"index": index, "field": "sensor_id", "message": str(exc)})
+    if "value" in item:
+        v = item["value"]
+        tv = type(v)
+        if tv is not float and tv is not int:  # bool is not int here: `type(True) is int` is False
+            errs.append({"index": index, "field": "value", "message": "must be a number"})
+        elif not math.isfinite(v) or (tv is int and abs(v) > 1.7e308):
+            errs.append({"index": index, "field": "value", "message": "must be a finite number"})
+    if "ts" in item:
+        ts = item["ts"]
+        if type(ts) is not str:
+            errs.append({"index": index, "field": "ts", "message": "must be an RFC 3339 string (or be left out for server time)"})
+        else:
+            try:
+                ns = parse_rfc3339(ts)
+            except ValueError as exc:
+                errs.append({"index": index, "field": "ts", "message": str(exc)})
+            else:
+                if ns < oldest:
+                    if limits.retention_ns and ns >= limits.min_ts_ns:
+                        msg = (f"is older than the retention policy keeps (oldest accepted now: "
+                               f"{format_rfc3339(oldest)}); it would be dropped")
+                    else:
+                        msg = (f"is before {format_rfc3339(limits.min_ts_ns)} (API_MIN_TS): "
+                               "is the device clock set?")
+                    errs.append({"index": index, "field": "ts", "message": msg})
+                elif ns > newest:
+                    errs.append({"index": index, "field": "ts",
+                                 "message": f"is in the future (later than {format_rfc3339(newest)}, "
+                                            "API_MAX_FUTURE): is the device clock set?"})
+    return errs
+
+
+def _json_kind(value) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
+        type(value), "number")

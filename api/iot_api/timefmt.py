@@ -1,0 +1,88 @@
+"""RFC 3339 timestamps <-> integer nanoseconds since the epoch.
+
+Hand-written on purpose: `datetime` keeps microseconds only, and a reading's `ts` must be stored at its
+full precision (up to 9 fraction digits), or two readings a few hundred ns apart would collide.
+"""
+from __future__ import annotations
+
+import re
+
+NS_PER_S = 1_000_000_000
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+)
+_DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
+_DURATION = re.compile(r"(\d{1,9})(ns|us|ms|s|m|h|d|w)\Z")
+_UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": NS_PER_S, "m": 60 * NS_PER_S,
+            "h": 3600 * NS_PER_S, "d": 86400 * NS_PER_S, "w": 7 * 86400 * NS_PER_S}
+
+
+def _is_leap(y: int) -> bool:
+    return y % 4 == 0 and (y % 100 != 0 or y % 400 == 0)
+
+
+def days_from_civil(y: int, m: int, d: int) -> int:
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    doy = (153 * (m + (-3 if m > 2 else 9)) + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+def parse_rfc3339(text: str) -> int:
+    """Nanoseconds since the epoch; ValueError with a reason a client can act on."""
+    m = _RFC3339.match(text)
+    if m is None:
+        raise ValueError("must be an RFC 3339 timestamp like 2017-06-25T09:53:16Z")
+    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
+    if not 1 <= month <= 12:
+        raise ValueError(f"month {month:02d} does not exist")
+    dim = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
+    if not 1 <= day <= dim:
+        raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
+    if hour > 23 or minute > 59 or second > 59:  # leap seconds (:60) are not representable in InfluxDB
+        raise ValueError("time of day out of range")
+    frac = m.group(7)
+    ns = int(frac.ljust(9, "0")) if frac else 0
+    offset = 0
+    if m.group(9):
+        oh, om = int(m.group(10)), int(m.group(11))
+        if oh > 23 or om > 59:
+            raise ValueError("UTC offset out of range")
+        offset = (oh * 3600 + om * 60) * (1 if m.group(9) == "+" else -1)
+    secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset
+    return secs * NS_PER_S + ns
+
+
+def format_rfc3339(ns: int) -> str:
+    """UTC, with the fraction trimmed of trailing zeros (as InfluxDB prints it)."""
+    secs, frac = divmod(ns, NS_PER_S)
+    days, rem = divmod(secs, 86400)
+    # civil_from_days (inverse of days_from_civil)
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    y = yoe + era * 400
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    d = doy - (153 * mp + 2) // 5 + 1
+    m = mp + (3 if mp < 10 else -9)
+    y += m <= 2
+    text = f"{y:04d}-{m:02d}-{d:02d}T{rem // 3600:02d}:{rem % 3600 // 60:02d}:{rem % 60:02d}"
+    if frac:
+        text += "." + f"{frac:09d}".rstrip("0")
+    return text + "Z"
+
+
+def parse_duration(text: str) -> int | None:
+    """'30d', '1h', '500ms'… to nanoseconds; 'INF' (any case) to None, meaning forever."""
+    if text.strip().upper() == "INF":
+        return None
+    m = _DURATION.match(text.strip())
+    if m is None:
+        raise ValueError("must be a duration like 30s, 10m, 1h, 30d, 2w (or INF)")
+    return int(m.group(1)) * _UNIT_NS[m.group(2)]

@@ -1,0 +1,224 @@
+"""Real processes for the tests: an InfluxDB 1.x server and the api, each on a free loopback port.
+
+Nothing here is a mock. `InfluxServer` runs Debian's `influxd` with its data in a temporary
+directory (or wraps an external server given by INFLUXDB_URL); `ApiServer` runs `python -m iot_api`
+as a real subprocess. Both can be stopped and started again, which the fault tests use.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+         timeout: float = 10.0) -> tuple[int, dict, bytes]:
+    """One HTTP request with the standard library; returns (status, headers, body), never raises on 4xx/5xx."""
+    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, dict(resp.headers), resp.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers), err.read()
+
+
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - we report the last one on timeout
+            last_exc = exc
+        time.sleep(interval)
+    raise TimeoutError(f"{what} not true after {timeout}s (last error: {last_exc!r})")
+
+
+class InfluxServer:
+    """A real InfluxDB 1.x: our own influxd on loopback, or an external one from INFLUXDB_URL."""
+
+    def __init__(self, url: str | None = None):
+        self.external = url is not None
+        self.proc: subprocess.Popen | None = None
+        self.tmp: Path | None = None
+        if url:
+            self.url = url.rstrip("/")
+            return
+        binary = shutil.which("influxd") or "/usr/bin/influxd"
+        if not os.path.exists(binary):
+            raise RuntimeError("influxd not found: install Debian's 'influxdb' package "
+                               "(.ci/run does) or set INFLUXDB_URL to a running InfluxDB 1.x")
+        self.binary = binary
+        self.tmp = Path(tempfile.mkdtemp(prefix="iot-influxdb-"))
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (self.tmp / "influxdb.conf").write_text(
+            f"""reporting-disabled = true
+bind-address = "127.0.0.1:{free_port()}"
+[meta]
+  dir = "{self.tmp}/meta"
+[data]
+  dir = "{self.tmp}/data"
+  wal-dir = "{self.tmp}/wal"
+  query-log-enabled = false
+[monitor]
+  store-enabled = false
+[continuous_queries]
+  enabled = false
+[http]
+  bind-address = "127.0.0.1:{self.port}"
+  log-enabled = false
+"""
+        )
+        self.start()
+
+    # -- lifecycle -------------------------------------------------------------------------
+    def start(self, timeout: float = 30.0) -> None:
+        if self.external:
+            return
+        log = open(self.tmp / "influxd.log", "ab")
+        self.proc = subprocess.Popen([self.binary, "-config", str(self.tmp / "influxdb.conf")],
+                                     stdout=log, stderr=subprocess.STDOUT)
+        wait_until(self.ping, timeout, f"influxd on {self.url}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def close(self) -> None:
+        self.stop()
+        if self.tmp:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # -- client helpers for assertions ----------------------------------------------------------
+    def ping(self) -> bool:
+        try:
+            status, _, _ = http("GET", self.url + "/ping", timeout=1.0)
+        except OSError:
+            return False
+        return status == 204
+
+    def query(self, q: str, db: str | None = None, params: dict | None = None) -> list[dict]:
+        """Run InfluxQL; returns the list of series of the first statement (empty list if none)."""
+        form = {"q": q}
+        if db:
+            form["db"] = db
+        if params:
+            form["params"] = json.dumps(params)
+        status, _, body = http("POST", self.url + "/query",
+                               urllib.parse.urlencode(form).encode(),
+                               {"Content-Type": "application/x-www-form-urlencoded"})
+        data = json.loads(body)
+        if status != 200 or "error" in data["results"][0]:
+            raise RuntimeError(f"InfluxQL failed ({status}): {q}: {body[:300]!r}")
+        return data["results"][0].get("series", [])
+
+    def count(self, db: str, where: str = "", params: dict | None = None,
+              measurement: str = "data") -> int:
+        series = self.query(f'SELECT count("value") FROM "{measurement}" {where}', db=db, params=params)
+        return sum(row[1] for s in series for row in s["values"])
+
+    def write(self, db: str, lines: str, precision: str = "ns") -> tuple[int, bytes]:
+        status, _, body = http("POST", f"{self.url}/write?db={db}&precision={precision}",
+                               lines.encode(), {"Content-Type": "text/plain"})
+        return status, body
+
+
+class ApiServer:
+    """The api as a real `python -m iot_api` process on a free loopback port."""
+
+    def __init__(self, influx_url: str, db: str, env: dict | None = None, wait_ready: bool = True):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.db = db
+        self.env = {
+            **os.environ,
+            "API_HOST": "127.0.0.1",
+            "API_PORT": str(self.port),
+            "INFLUXDB_URL": influx_url,
+            "INFLUXDB_DB": db,
+            "API_LOG_LEVEL": "info",
+            **(env or {}),
+        }
+        self.log_path = Path(tempfile.mkstemp(prefix="iot-api-", suffix=".log")[1])
+        self.proc: subprocess.Popen | None = None
+        self.start(wait_ready=wait_ready)
+
+    def start(self, wait_ready: bool = True, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "iot_api"], env=self.env,
+                                     stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+        wait_until(lambda: self._status("/healthz") == 200 or self._died(), timeout,
+                   f"api /healthz on {self.url}")
+        if self._died():
+            raise RuntimeError(f"api exited with {self.proc.returncode}:\n{self.log()}")
+        if wait_ready:
+            wait_until(lambda: self._status("/readyz") == 200, timeout, f"api /readyz on {self.url}")
+
+    def _died(self) -> bool:
+        return self.proc is not None and self.proc.poll() is not None
+
+    def _status(self, path: str) -> int:
+        try:
+            return http("GET", self.url + path, timeout=1.0)[0]
+        except OSError:
+            return 0
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int | None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        code = self.proc.returncode if self.proc else None
+        self.proc = None
+        return code
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    # -- request helpers -------------------------------------------------------------------
+    def post(self, path: str, payload, headers: dict | None = None, raw: bytes | None = None):
+        body = raw if raw is not None else json.dumps(payload).encode()
+        hdrs = {"Content-Type": "application/json", **(headers or {})}
+        status, resp_headers, resp_body = http("POST", self.url + path, body, hdrs)
+        return status, resp_headers, _json_or_text(resp_body)
+
+    def get(self, path: str, headers: dict | None = None):
+        status, resp_headers, resp_body = http("GET", self.url + path, None, headers or {})
+        return status, resp_headers, _json_or_text(resp_body)
+
+
+def _json_or_text(body: bytes):
+    try:
+        return json.loads(body)
+    except ValueError:
+        return body.decode(errors="replace")
