@@ -6,6 +6,7 @@ the variable and exit status 2 rather than a traceback per worker.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 
@@ -28,6 +29,9 @@ def main() -> int:
 
     import uvicorn
 
+    # uvicorn re-raises SIGTERM once its graceful shutdown is over (requests answered, queue flushed);
+    # at that point stopping is a success, so exit 0 rather than die by the signal (Docker's 143).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         "iot_api.app:create_app",
         factory=True,

@@ -1,0 +1,1 @@
+"""The Python behind tasks.py: each module does one job for the invoke tasks."""
