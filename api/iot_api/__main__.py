@@ -44,6 +44,7 @@ def main() -> int:
         log_config=logs.config(settings.log_level),
         access_log=settings.access_log,
         server_header=False,
+        proxy_headers=False,  # the api does not use the client address; skip the middleware
         limit_concurrency=settings.max_connections,
         backlog=2048,
         timeout_keep_alive=30,

@@ -102,8 +102,7 @@ class Api:
         await send({"type": "http.response.start", "status": status,
                     "headers": out_headers + headers if headers else out_headers})
         await send({"type": "http.response.body", "body": payload})
-        metrics.REQUESTS.labels(method, route, status).inc()
-        metrics.REQUEST_SECONDS.labels(route).observe(time.perf_counter() - started)
+        metrics.request_done(method, route, status, time.perf_counter() - started)
 
     def _unavailable(self, reason: str):
         return (503, {"error": f"storage unavailable, nothing was stored: {reason}",
