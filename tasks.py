@@ -64,5 +64,27 @@ def simulate(c, url="http://localhost:1337", devices=1, interval=1.0, count=None
     c.run(commands.python_module("iot_simulator", args), env=env, pty=False)
 
 
-ns = Collection(test, lint, api, simulate)
+@task(help={
+    "seconds": "measured seconds per scenario (default 10; a 2 s warm-up precedes each)",
+    "workers": "api worker processes (default 2, one per core of the reference machine)",
+    "out": "where to write the JSON results (default build/bench/results.json)",
+})
+def bench(c, seconds=10.0, workers=2, out="build/bench/results.json"):
+    """Measure ingest throughput and latency against baselines from the same run (needs wrk)."""
+    from pathlib import Path
+
+    from ops import bench as benchmark
+
+    if c.config.run.dry:
+        print(f"would run the benchmark: {seconds}s per scenario, {workers} api workers, results to {out}")
+        return
+    try:
+        summary = benchmark.run(seconds=float(seconds), workers=int(workers), out_file=Path(out))
+    except benchmark.BenchError as exc:
+        raise Exit(f"bench: {exc}", code=1) from None
+    print(benchmark.table(summary))
+    print(f"results written to {out}")
+
+
+ns = Collection(test, lint, api, simulate, bench)
 ns.configure({"run": {"echo": True}})

@@ -20,6 +20,8 @@ from .timefmt import format_rfc3339, parse_rfc3339
 
 FIELDS = ("ts", "type", "value", "sensor_id")
 REQUIRED = ("type", "value", "sensor_id")
+_FIELD_SET = frozenset(FIELDS)
+_ABSENT = object()
 # Tag values are restricted to characters that need no escaping in line protocol and are safe in URLs,
 # file names and Grafana variables; a newline or an empty value would break the write.
 TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$"
@@ -125,34 +127,31 @@ def parse_body(body: bytes, limits: Limits) -> tuple[list[str], int]:
     problems: list[dict] = []
     n_bad = 0
     for i, item in enumerate(items):
-        index = None if single else i
-        errs = _check_item(item, index, oldest, newest, limits)
+        errs, ns = _check_item(item, None if single else i, oldest, newest, limits)
         if errs:
             n_bad += 1
             if len(problems) < MAX_PROBLEMS:
                 problems.extend(errs[: MAX_PROBLEMS - len(problems)])
             continue
-        if n_bad:  # keep validating to report problems, but stop building lines
+        if n_bad:  # keep validating to report every problem, but stop building lines
             continue
-        ts = item.get("ts")
-        ns = parse_rfc3339(ts) if ts is not None else _clock.next()
-        value = item["value"]
         sid = item["sensor_id"]
         # Tags written in sorted key order (sensor_id < type): InfluxDB sorts them otherwise.
         lines.append(f"{prefix}{sid if type(sid) is str else str(sid)},type={item['type']} "
-                     f"value={float(value)!r} {ns}\n")
+                     f"value={float(item['value'])!r} {ns if ns is not None else _clock.next()}\n")
     if n_bad:
         what = "the reading is invalid" if single else f"{n_bad} of {len(items)} readings are invalid"
         raise InvalidBody(422, f"{what}; nothing was stored", problems)
     return lines, len(items)
 
 
-def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> list[dict]:
-    """Problems of one reading; an empty list when it is valid."""
+def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> tuple[list[dict], int | None]:
+    """(problems, timestamp in ns or None when absent) of one reading; no problems when it is valid."""
     if type(item) is not dict:
-        return [{"index": index, "field": "", "message": f"must be a reading object, got a JSON {_json_kind(item)}"}]
+        return [{"index": index, "field": "", "message": f"must be a reading object, got a JSON {_json_kind(item)}"}], None
     errs = []
-    if len(item) > 4 or not item.keys() <= set(FIELDS):
+    ns = None
+    if len(item) > 4 or not item.keys() <= _FIELD_SET:
         for key in item:
             if key not in FIELDS:
                 errs.append({"index": index, "field": str(key),
@@ -161,16 +160,13 @@ def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> list[d
         if key not in item:
             errs.append({"index": index, "field": key, "message": "is required"})
 
-    if "type" in item:
-        try:
-            check_type(item["type"])
-        except ValueError as exc:
-            errs.append({"index": index, "field": "type", "message": str(exc)})
-    if "sensor_id" in item:
-        try:
-            check_sensor_id(item["sensor_id"])
-        except ValueError as exc:
-            errs.append({"index": index, "field": "sensor_id", "message": str(exc)})
+    # Happy path inline (this runs per reading); the checkers give the message when it fails.
+    kind = item.get("type", _ABSENT)
+    if kind is not _ABSENT and not (type(kind) is str and _TYPE_RE.match(kind)):
+        errs.append({"index": index, "field": "type", "message": _why(check_type, kind)})
+    sid = item.get("sensor_id", _ABSENT)
+    if sid is not _ABSENT and not (type(sid) is int or (type(sid) is str and _SENSOR_RE.match(sid))):
+        errs.append({"index": index, "field": "sensor_id", "message": _why(check_sensor_id, sid)})
     if "value" in item:
         v = item["value"]
         tv = type(v)
@@ -200,7 +196,15 @@ def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> list[d
                     errs.append({"index": index, "field": "ts",
                                  "message": f"is in the future (later than {format_rfc3339(newest)}, "
                                             "API_MAX_FUTURE): is the device clock set?"})
-    return errs
+    return errs, ns
+
+
+def _why(checker, value) -> str:
+    try:
+        checker(value)
+    except ValueError as exc:
+        return str(exc)
+    return "is invalid"
 
 
 def _json_kind(value) -> str:

@@ -32,28 +32,41 @@ def days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
+_day_cache: dict[str, int] = {}  # "YYYY-MM-DD" -> days since the epoch; a batch shares few dates
+
+
+def _days(text: str, year: int, month: int, day: int) -> int:
+    days = _day_cache.get(text)
+    if days is None:
+        if not 1 <= month <= 12:
+            raise ValueError(f"month {month:02d} does not exist")
+        dim = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
+        if not 1 <= day <= dim:
+            raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
+        days = days_from_civil(year, month, day)
+        if len(_day_cache) < 100_000:
+            _day_cache[text] = days
+    return days
+
+
 def parse_rfc3339(text: str) -> int:
     """Nanoseconds since the epoch; ValueError with a reason a client can act on."""
     m = _RFC3339.match(text)
     if m is None:
         raise ValueError("must be an RFC 3339 timestamp like 2017-06-25T09:53:16Z")
-    year, month, day, hour, minute, second = (int(g) for g in m.group(1, 2, 3, 4, 5, 6))
-    if not 1 <= month <= 12:
-        raise ValueError(f"month {month:02d} does not exist")
-    dim = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
-    if not 1 <= day <= dim:
-        raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
+    g = m.groups()
+    days = _days(text[:10], int(g[0]), int(g[1]), int(g[2]))
+    hour, minute, second = int(g[3]), int(g[4]), int(g[5])
     if hour > 23 or minute > 59 or second > 59:  # leap seconds (:60) are not representable in InfluxDB
         raise ValueError("time of day out of range")
-    frac = m.group(7)
+    frac = g[6]
     ns = int(frac.ljust(9, "0")) if frac else 0
-    offset = 0
-    if m.group(9):
-        oh, om = int(m.group(10)), int(m.group(11))
+    secs = days * 86400 + hour * 3600 + minute * 60 + second
+    if g[8]:
+        oh, om = int(g[9]), int(g[10])
         if oh > 23 or om > 59:
             raise ValueError("UTC offset out of range")
-        offset = (oh * 3600 + om * 60) * (1 if m.group(9) == "+" else -1)
-    secs = days_from_civil(year, month, day) * 86400 + hour * 3600 + minute * 60 + second - offset
+        secs -= (oh * 3600 + om * 60) * (1 if g[8] == "+" else -1)
     return secs * NS_PER_S + ns
 
 
