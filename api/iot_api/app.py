@@ -105,7 +105,8 @@ class Api:
         metrics.request_done(method, route, status, time.perf_counter() - started)
 
     def _unavailable(self, reason: str):
-        return (503, {"error": f"storage unavailable, nothing was stored: {reason}",
+        return (503, {"error": f"storage unavailable, the readings were not acknowledged "
+                               f"(resending them is safe: a resent reading overwrites itself): {reason}",
                       "retry_after": self.settings.retry_after_s},
                 [(b"retry-after", self._retry_after)])
 

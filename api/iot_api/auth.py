@@ -26,7 +26,7 @@ class Tokens:
         self._entries = entries
 
     @classmethod
-    def load(cls, path: str) -> "Tokens":
+    def load(cls, path: str) -> Tokens:
         try:
             with open(path, encoding="utf-8") as fh:
                 text = fh.read()

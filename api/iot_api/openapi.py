@@ -46,7 +46,8 @@ def document(settings) -> dict:
     retry_after = {"Retry-After": {"description": "Seconds to wait before retrying.",
                                    "schema": {"type": "integer"}}}
     unavailable = _err("InfluxDB is unreachable, failing or not set up yet, or the api is overloaded. "
-                       "Nothing was stored; retry after the given delay.", retry_after)
+                       "The readings were not acknowledged; resend them after the given delay (a resent reading "
+                       "overwrites itself, so this is safe even if a write went through before a failure).", retry_after)
     auth_errors = {"401": _err("Missing or unknown bearer token (only when API_TOKENS_FILE is set)."),
                    "403": _err("The token lacks the scope this endpoint needs.")}
     sensor_param = {"name": "id", "in": "path", "required": True,

@@ -167,7 +167,7 @@ class ReadQueries:
                               'GROUP BY "sensor_id"')
         results = await self.influx.query("; ".join(statements), {"type": args["type"]})
         top = {}
-        for name, res in zip(WINDOWS, results):
+        for name, res in zip(WINDOWS, results, strict=True):
             entries = [{"sensor_id": s["tags"]["sensor_id"], "value": float(s["values"][0][1]),
                         "ts": s["values"][0][0]} for s in res.get("series", [])]
             entries.sort(key=lambda e: (-e["value"], e["sensor_id"]))
@@ -179,5 +179,5 @@ def _rows(results: list[dict]) -> list[dict]:
     out = []
     for series in results[0].get("series", []) if results else []:
         cols = series["columns"]
-        out.extend(dict(zip(cols, values)) for values in series["values"])
+        out.extend(dict(zip(cols, values, strict=True)) for values in series["values"])
     return out

@@ -130,7 +130,7 @@ class GroupCommitWriter:
                             extra={"error": error, "requests": len(batch), "readings": points})
                 outcomes = await asyncio.gather(*(self._write_one(e.lines) for e in batch),
                                                 return_exceptions=True)
-                for entry, outcome in zip(batch, outcomes):
+                for entry, outcome in zip(batch, outcomes, strict=True):
                     _resolve(entry.future, outcome)
         except Unavailable as exc:
             self._failed(exc)

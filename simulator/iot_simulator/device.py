@@ -67,6 +67,9 @@ class Device:
                 ticks += 1
                 if interval > 0:
                     next_at += interval
+                    now = loop.time()
+                    if next_at < now - interval:  # fell behind (stalled loop, suspended host): skip,
+                        next_at = now  # rather than burst out the missed ticks with fresh timestamps
                 else:
                     await asyncio.sleep(0)  # load mode: let the senders (and other devices) run
         finally:

@@ -68,16 +68,11 @@ async def _run(cfg: Config, post: Poster, on_ready) -> Summary:
         on_ready()
     try:
         # Phase 1: generation.
-        all_generated = asyncio.ensure_future(asyncio.gather(*gen_tasks))
-        stop = asyncio.create_task(signalled.wait())
-        await asyncio.wait([all_generated, stop], timeout=cfg.duration, return_when=asyncio.FIRST_COMPLETED)
+        await _all_done_or_signal(gen_tasks, signalled, cfg.duration)
         interrupted = signalled.is_set()
-        stop.cancel()
         for t in gen_tasks:
             t.cancel()
-        results = await asyncio.gather(*gen_tasks, return_exceptions=True)
-        _raise_bug(results)
-        all_generated.cancel()
+        _raise_bug(await asyncio.gather(*gen_tasks, return_exceptions=True))
 
         # Phase 2: drain.
         drain = min(cfg.drain_timeout, SIGNAL_DRAIN_MAX) if interrupted else cfg.drain_timeout
@@ -86,13 +81,10 @@ async def _run(cfg: Config, post: Poster, on_ready) -> Summary:
                      "interrupted" if interrupted else "finished", stats.generated, stats.pending, drain,
                      " (signal again to stop now)" if interrupted else "")
         signalled.clear()
-        all_sent = asyncio.ensure_future(asyncio.gather(*send_tasks))
-        stop = asyncio.create_task(signalled.wait())
-        await asyncio.wait([all_sent, stop], timeout=drain, return_when=asyncio.FIRST_COMPLETED)
+        await _all_done_or_signal(send_tasks, signalled, drain)
         if signalled.is_set():
             interrupted = True
             log.warning("drain stopped by signal")
-        stop.cancel()
     finally:
         # Phase 3: whatever is still in flight or waiting is pending (not known stored).
         for t in (*gen_tasks, *send_tasks, *([progress] if progress else [])):
@@ -103,6 +95,19 @@ async def _run(cfg: Config, post: Poster, on_ready) -> Summary:
             loop.remove_signal_handler(sig)
     _raise_bug(results)
     return Summary.from_stats(stats, len(devices), interrupted)
+
+
+async def _all_done_or_signal(tasks: list[asyncio.Task], event: asyncio.Event, timeout: float | None) -> None:
+    """Wait until every task is done, the event is set, or the timeout passes (tasks keep running)."""
+    if not tasks:
+        return
+    waiter = asyncio.create_task(asyncio.wait(tasks))
+    stopper = asyncio.create_task(event.wait())
+    try:
+        await asyncio.wait([waiter, stopper], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        stopper.cancel()
 
 
 def _raise_bug(results) -> None:
@@ -123,7 +128,7 @@ def _install_signal_handlers(loop, event: asyncio.Event) -> list[int]:
 
 
 def _on_signal(sig: int, event: asyncio.Event) -> None:
-    log.warning("%s: stopping generation", signal.Signals(sig).name)
+    log.warning("%s received", signal.Signals(sig).name)
     event.set()
 
 

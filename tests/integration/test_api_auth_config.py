@@ -6,7 +6,6 @@ import subprocess
 import sys
 
 import pytest
-
 from harness import ROOT
 
 WRITE = "w-" + "a" * 30

@@ -21,7 +21,7 @@ def test_api_starts_before_influxdb_and_sets_it_up(private_influxdb, start_api, 
     status, headers, body = api.post("/data", READING)
     assert status == 503
     assert headers.get("retry-after") == "2"
-    assert "nothing was stored" in body["error"]
+    assert "not acknowledged" in body["error"]
 
     private_influxdb.start()
     wait_until(lambda: api.get("/readyz")[0] == 200, 20, "api ready after InfluxDB started")
