@@ -11,8 +11,8 @@ import math
 import os
 import re
 import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
 from urllib.parse import urlsplit
 
 DEFAULT_TEMP_PATH = "/sys/class/thermal/thermal_zone0/temp"
@@ -37,9 +37,9 @@ class Settings:
     log_level: str
     limit: int
     # Only set for `run` (status/rejected must work for an operator who cannot read the token):
-    api_url: Optional[str] = None
-    token: Optional[str] = None
-    token_file: Optional[str] = None
+    api_url: str | None = None
+    token: str | None = None
+    token_file: str | None = None
     sensor_id: str = ""
     type: str = "temp"
     interval: float = 60.0
@@ -92,12 +92,12 @@ def _parser() -> _Parser:
     return p
 
 
-def load(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] = None) -> Settings:
+def load(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> Settings:
     """Settings from `argv` (flags) over `env` (variables); ConfigError when anything is wrong."""
     env = os.environ if env is None else env
     args = _parser().parse_args(argv)
 
-    def pick(flag, name: str) -> Optional[str]:
+    def pick(flag, name: str) -> str | None:
         # An empty variable counts as unset: `DEVICE_X=` in an env file is a common way to "unset".
         value = flag if flag is not None else env.get(name)
         if value is None or not value.strip():
@@ -106,14 +106,14 @@ def load(argv: Optional[Sequence[str]] = None, env: Optional[Mapping[str, str]] 
 
     state_dir = env.get("STATE_DIRECTORY", "").split(":")[0]  # systemd's StateDirectory=
     default_queue = os.path.join(state_dir, "queue.sqlite3") if state_dir else DEFAULT_QUEUE_PATH
-    common = dict(
-        command=args.command,
-        once=args.once,
-        queue_path=pick(args.queue_path, "DEVICE_QUEUE_PATH") or default_queue,
-        log_level=_choice(pick(args.log_level, "DEVICE_LOG_LEVEL") or "info", "DEVICE_LOG_LEVEL",
-                          ("debug", "info", "warning", "error")),
-        limit=_int(pick(args.limit, "") or "100", "--limit", 1, 1_000_000),
-    )
+    common = {
+        "command": args.command,
+        "once": args.once,
+        "queue_path": pick(args.queue_path, "DEVICE_QUEUE_PATH") or default_queue,
+        "log_level": _choice(pick(args.log_level, "DEVICE_LOG_LEVEL") or "info", "DEVICE_LOG_LEVEL",
+                             ("debug", "info", "warning", "error")),
+        "limit": _int(pick(args.limit, "") or "100", "--limit", 1, 1_000_000),
+    }
     if args.command != "run":
         if args.once:
             raise ConfigError(f"--once goes with `run`, not `{args.command}`")
@@ -177,7 +177,7 @@ def _check_token(token: str, where: str) -> None:
         raise ConfigError(f"{where} contains spaces or control characters")
 
 
-def _token(flag_file: Optional[str], env: Mapping[str, str]):
+def _token(flag_file: str | None, env: Mapping[str, str]):
     """(token, token_file). The file is preferred (a secret in a file does not show in the process
     environment); it is re-read by the sender when it changes, so fixing it needs no restart."""
     path = flag_file if flag_file is not None else env.get("DEVICE_TOKEN_FILE", "")
@@ -193,7 +193,7 @@ def _token(flag_file: Optional[str], env: Mapping[str, str]):
     return None, None
 
 
-def _api_url(raw: Optional[str]) -> str:
+def _api_url(raw: str | None) -> str:
     if raw is None:
         raise ConfigError("DEVICE_API_URL is not set: the api's base URL, e.g. http://backend:1337")
     parts = urlsplit(raw)

@@ -42,7 +42,7 @@ def rfc3339_utc(ns: int) -> str:
     Formatted by hand (not datetime.isoformat) to always have the fraction and the Z, on any Python 3.9+.
     """
     secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + ".%06dZ" % (frac // 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac // 1000:06d}Z"
 
 
 def take_reading(path: str, sensor_id: str, type_: str) -> dict:
