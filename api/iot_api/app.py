@@ -276,7 +276,7 @@ class Api:
         while True:
             attempt += 1
             try:
-                await self.influx.setup(self.settings.retention)
+                await self.influx.setup(self.settings.retention, self.settings.retention_ns)
             except (Unavailable, QueryError) as exc:
                 level = logging.ERROR if isinstance(exc, QueryError) else logging.WARNING
                 log.log(level, "InfluxDB not ready, retrying", extra={

@@ -43,7 +43,7 @@ class Tokens:
             scopes = frozenset(s.strip() for s in parts[0].split(","))
             if not scopes <= SCOPES:
                 raise TokensError(f"{path}:{lineno}: unknown scope in {parts[0]!r} (use read, write or read,write)")
-            if not _TOKEN.match(parts[1]):
+            if not _TOKEN.fullmatch(parts[1]):
                 raise TokensError(f"{path}:{lineno}: a token must be 16-256 printable characters without spaces")
             entries.append((hashlib.sha256(parts[1].encode()).digest(), scopes))
         if not entries:

@@ -9,7 +9,7 @@ import re
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .timefmt import parse_duration, parse_rfc3339
+from .timefmt import MIN_NS, parse_duration, parse_rfc3339
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
 
@@ -101,7 +101,7 @@ def _duration(env, name: str, default: str, allow_inf: bool = False, minimum_ns:
 
 def _ident(env, name: str, default: str) -> str:
     raw = env.get(name, "").strip() or default
-    if not _IDENT.match(raw):
+    if not _IDENT.fullmatch(raw):
         raise ConfigError(f"{name}={raw!r}: must be a name of letters, digits, _ and - (max 64)")
     return raw
 
@@ -124,6 +124,8 @@ def load(env: dict | None = None) -> Settings:
         min_ts_ns = parse_rfc3339(min_ts_raw)
     except ValueError as exc:
         raise ConfigError(f"API_MIN_TS={min_ts_raw!r}: {exc}") from None
+    if min_ts_ns < MIN_NS:
+        raise ConfigError(f"API_MIN_TS={min_ts_raw!r}: InfluxDB cannot store times before 1677-09-21")
     _, max_future_ns = _duration(env, "API_MAX_FUTURE", "1h")
     _, timeout_ns = _duration(env, "INFLUXDB_TIMEOUT", "5s", minimum_ns=10**8)
     _, delay_ns = _duration(env, "API_FLUSH_MAX_DELAY", "0ms")

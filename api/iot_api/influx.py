@@ -105,19 +105,30 @@ class Influx:
                 raise QueryError(res["error"])
         return results
 
-    async def setup(self, retention: str) -> None:
+    async def setup(self, retention: str, retention_ns: int | None) -> None:
         """Create the database and make our retention policy the default, with the configured
         duration. Idempotent; run at start and whenever the database goes missing.
 
+        The shard-group duration is always given (InfluxDB's own default rule): without it, shortening
+        the retention below the shard duration the policy was created with fails forever.
         Identifiers and the duration come from validated settings (config.py), not from requests;
         InfluxQL cannot bind identifiers, hence the quoting here."""
         db, rp = quote_ident(self.db), quote_ident(self.rp)
+        shard = shard_duration(retention_ns)
         await self.query(f"CREATE DATABASE {db}", db=False)
         results = await self.query(f"SHOW RETENTION POLICIES ON {db}", db=False)
         existing = {row[0] for s in results[0].get("series", []) for row in s["values"]}
         verb = "ALTER" if self.rp in existing else "CREATE"
         await self.query(f"{verb} RETENTION POLICY {rp} ON {db} DURATION {retention} "
-                         f"REPLICATION 1 DEFAULT", db=False)
+                         f"REPLICATION 1 SHARD DURATION {shard} DEFAULT", db=False)
+
+
+def shard_duration(retention_ns: int | None) -> str:
+    """InfluxDB 1.x's default shard-group duration for a retention duration."""
+    day = 86_400 * 10**9
+    if retention_ns is None or retention_ns > 182 * day:
+        return "7d"
+    return "1d" if retention_ns >= 2 * day else "1h"
 
 
 def quote_ident(name: str) -> str:

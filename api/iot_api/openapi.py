@@ -135,7 +135,7 @@ def document(settings) -> dict:
                         "415": _err("Content-Type is not application/json."),
                         "422": {"description": "Invalid readings (nothing stored; `problems` names each field), "
                                                "or InfluxDB refused some readings (`rejected`; the others were stored).",
-                                "content": {"application/json": {"schema": {"oneOf": [
+                                "content": {"application/json": {"schema": {"anyOf": [  # a PartlyRejected is also an Error
                                     {"$ref": "#/components/schemas/Error"},
                                     {"$ref": "#/components/schemas/PartlyRejected"}]}}}},
                         "503": unavailable,

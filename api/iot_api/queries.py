@@ -10,7 +10,7 @@ from urllib.parse import parse_qsl
 
 from .influx import Influx, quote_ident
 from .readings import check_sensor_id, check_type
-from .timefmt import format_rfc3339, parse_rfc3339
+from .timefmt import MAX_NS, MIN_NS, format_rfc3339, parse_rfc3339
 
 WINDOWS = {"all_time": None, "past_hour": "1h", "past_minute": "1m"}
 
@@ -31,14 +31,18 @@ class NotFound(Exception):
 
 def _int_in(lo: int, hi: int):
     def check(raw: str) -> int:
-        if not raw.isdigit() or not lo <= int(raw) <= hi:
+        if not (raw.isascii() and raw.isdigit()) or not lo <= int(raw) <= hi:
             raise ValueError(f"must be an integer between {lo} and {hi}")
         return int(raw)
     return check
 
 
 def _timestamp(raw: str) -> int:
-    return parse_rfc3339(raw)
+    ns = parse_rfc3339(raw)
+    if not MIN_NS <= ns <= MAX_NS:
+        raise ValueError(f"must be between {format_rfc3339(MIN_NS)} and {format_rfc3339(MAX_NS)} "
+                         "(what InfluxDB can store)")
+    return ns
 
 
 def parse_args(query_string: bytes, spec: dict) -> dict:

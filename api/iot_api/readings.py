@@ -26,6 +26,7 @@ _ABSENT = object()
 # file names and Grafana variables; a newline or an empty value would break the write.
 TYPE_PATTERN = r"^[A-Za-z][A-Za-z0-9_.-]{0,31}$"
 SENSOR_ID_PATTERN = r"^[A-Za-z0-9_.:-]{1,64}$"
+# fullmatch, not match: `$` also matches before a trailing newline, which would break line protocol.
 _TYPE_RE = re.compile(TYPE_PATTERN)
 _SENSOR_RE = re.compile(SENSOR_ID_PATTERN)
 MAX_PROBLEMS = 20  # a batch of 5000 bad readings should not produce a megabyte of errors
@@ -80,14 +81,14 @@ def check_sensor_id(raw) -> str:
     if t is int:
         return str(raw)
     if t is str:
-        if _SENSOR_RE.match(raw):
+        if _SENSOR_RE.fullmatch(raw):
             return raw
         raise ValueError("must be 1-64 characters among letters, digits and _ . : -")
     raise ValueError("must be a string or an integer")
 
 
 def check_type(raw) -> str:
-    if type(raw) is str and _TYPE_RE.match(raw):
+    if type(raw) is str and _TYPE_RE.fullmatch(raw):
         return raw
     if type(raw) is not str:
         raise ValueError("must be a string")
@@ -162,10 +163,10 @@ def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> tuple[
 
     # Happy path inline (this runs per reading); the checkers give the message when it fails.
     kind = item.get("type", _ABSENT)
-    if kind is not _ABSENT and not (type(kind) is str and _TYPE_RE.match(kind)):
+    if kind is not _ABSENT and not (type(kind) is str and _TYPE_RE.fullmatch(kind)):
         errs.append({"index": index, "field": "type", "message": _why(check_type, kind)})
     sid = item.get("sensor_id", _ABSENT)
-    if sid is not _ABSENT and not (type(sid) is int or (type(sid) is str and _SENSOR_RE.match(sid))):
+    if sid is not _ABSENT and not (type(sid) is int or (type(sid) is str and _SENSOR_RE.fullmatch(sid))):
         errs.append({"index": index, "field": "sensor_id", "message": _why(check_sensor_id, sid)})
     if "value" in item:
         v = item["value"]

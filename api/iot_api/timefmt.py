@@ -9,11 +9,16 @@ import re
 
 NS_PER_S = 1_000_000_000
 
+# ASCII digits only: `\d` would take Arabic-Indic digits, which int() then converts.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z"
+    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    re.ASCII,
 )
+# InfluxDB stores int64 nanoseconds and reserves the two extremes.
+MIN_NS = -9_223_372_036_854_775_806
+MAX_NS = 9_223_372_036_854_775_806
 _DAYS_IN_MONTH = (31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_DURATION = re.compile(r"(\d{1,9})(ns|us|ms|s|m|h|d|w)\Z")
+_DURATION = re.compile(r"(\d{1,9})(ns|us|ms|s|m|h|d|w)\Z", re.ASCII)
 _UNIT_NS = {"ns": 1, "us": 1_000, "ms": 1_000_000, "s": NS_PER_S, "m": 60 * NS_PER_S,
             "h": 3600 * NS_PER_S, "d": 86400 * NS_PER_S, "w": 7 * 86400 * NS_PER_S}
 

@@ -167,9 +167,16 @@ def test_default_retention_keeps_data_forever(api, influxdb):
 
 def test_changing_retention_alters_the_policy(start_api, influxdb, db_name):
     start_api(env={"API_RETENTION": "30d"}).stop()
-    start_api(env={"API_RETENTION": "1w"})
+    start_api(env={"API_RETENTION": "1w"}).stop()
     rps = influxdb.query(f'SHOW RETENTION POLICIES ON "{db_name}"')[0]["values"]
-    assert [r[:2] for r in rps if r[0] == "iot_rp"] == [["iot_rp", "168h0m0s"]]
+    assert [r[:3] for r in rps if r[0] == "iot_rp"] == [["iot_rp", "168h0m0s", "24h0m0s"]]
+    # From forever (7-day shards) down to 2 hours: needs the shard duration shortened too, or the
+    # ALTER fails and the api would never become ready.
+    start_api(env={"API_RETENTION": "INF"}).stop()
+    api = start_api(env={"API_RETENTION": "2h"})  # waits for /readyz
+    rps = influxdb.query(f'SHOW RETENTION POLICIES ON "{db_name}"')[0]["values"]
+    assert [r[:3] for r in rps if r[0] == "iot_rp"] == [["iot_rp", "2h0m0s", "1h0m0s"]]
+    assert api.post("/data", {"type": "temp", "value": 1, "sensor_id": "rp"})[0] == 201
 
 
 def test_read_endpoints_compute_from_stored_data(api):
