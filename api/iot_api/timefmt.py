@@ -11,9 +11,10 @@ NS_PER_S = 1_000_000_000
 
 # ASCII digits only: `\d` would take Arabic-Indic digits, which int() then converts.
 _RFC3339 = re.compile(
-    r"(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:([Zz])|([+-])(\d{2}):(\d{2}))\Z",
+    r"(\d{4}-\d{2}-\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d{2}):(\d{2}))\Z",
     re.ASCII,
 )
+_FRACTION_SCALE = [10 ** (9 - n) for n in range(10)]  # "123" (ms) -> 123 * 10**6 ns
 # InfluxDB stores int64 nanoseconds and reserves the two extremes.
 MIN_NS = -9_223_372_036_854_775_806
 MAX_NS = 9_223_372_036_854_775_806
@@ -37,12 +38,13 @@ def days_from_civil(y: int, m: int, d: int) -> int:
     return era * 146097 + doe - 719468
 
 
-_day_cache: dict[str, int] = {}  # "YYYY-MM-DD" -> days since the epoch; a batch shares few dates
+_day_cache: dict[str, int] = {}  # "YYYY-MM-DD" -> days since the epoch; readings share few dates
 
 
-def _days(text: str, year: int, month: int, day: int) -> int:
-    days = _day_cache.get(text)
+def _days(date: str) -> int:
+    days = _day_cache.get(date)
     if days is None:
+        year, month, day = int(date[:4]), int(date[5:7]), int(date[8:10])
         if not 1 <= month <= 12:
             raise ValueError(f"month {month:02d} does not exist")
         dim = 29 if month == 2 and _is_leap(year) else _DAYS_IN_MONTH[month - 1]
@@ -50,29 +52,30 @@ def _days(text: str, year: int, month: int, day: int) -> int:
             raise ValueError(f"day {day:02d} does not exist in {year:04d}-{month:02d}")
         days = days_from_civil(year, month, day)
         if len(_day_cache) < 100_000:
-            _day_cache[text] = days
+            _day_cache[date] = days
     return days
 
 
 def parse_rfc3339(text: str) -> int:
-    """Nanoseconds since the epoch; ValueError with a reason a client can act on."""
+    """Nanoseconds since the epoch; ValueError with a reason a client can act on.
+
+    Runs once per stored reading, hence the date cache and the few operations."""
     m = _RFC3339.match(text)
     if m is None:
         raise ValueError("must be an RFC 3339 timestamp like 2017-06-25T09:53:16Z")
-    g = m.groups()
-    days = _days(text[:10], int(g[0]), int(g[1]), int(g[2]))
-    hour, minute, second = int(g[3]), int(g[4]), int(g[5])
+    date, hh, mm, ss, frac, sign, oh, om = m.groups()
+    hour, minute, second = int(hh), int(mm), int(ss)
     if hour > 23 or minute > 59 or second > 59:  # leap seconds (:60) are not representable in InfluxDB
         raise ValueError("time of day out of range")
-    frac = g[6]
-    ns = int(frac.ljust(9, "0")) if frac else 0
-    secs = days * 86400 + hour * 3600 + minute * 60 + second
-    if g[8]:
-        oh, om = int(g[9]), int(g[10])
-        if oh > 23 or om > 59:
+    secs = _days(date) * 86400 + hour * 3600 + minute * 60 + second
+    if sign:
+        hours, mins = int(oh), int(om)
+        if hours > 23 or mins > 59:
             raise ValueError("UTC offset out of range")
-        secs -= (oh * 3600 + om * 60) * (1 if g[8] == "+" else -1)
-    return secs * NS_PER_S + ns
+        secs += (hours * 3600 + mins * 60) * (-1 if sign == "+" else 1)
+    if frac:
+        return secs * NS_PER_S + int(frac) * _FRACTION_SCALE[len(frac)]
+    return secs * NS_PER_S
 
 
 def format_rfc3339(ns: int) -> str:
