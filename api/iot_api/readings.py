@@ -163,10 +163,11 @@ def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> tuple[
 
     # Happy path inline (this runs per reading); the checkers give the message when it fails.
     kind = item.get("type", _ABSENT)
-    if kind is not _ABSENT and not (type(kind) is str and _TYPE_RE.fullmatch(kind)):
+    if kind is not _ABSENT and not (type(kind) is str and (kind in _valid_types or _remember(_TYPE_RE, _valid_types, kind))):
         errs.append({"index": index, "field": "type", "message": _why(check_type, kind)})
     sid = item.get("sensor_id", _ABSENT)
-    if sid is not _ABSENT and not (type(sid) is int or (type(sid) is str and _SENSOR_RE.fullmatch(sid))):
+    if sid is not _ABSENT and not (type(sid) is int or
+                                   (type(sid) is str and (sid in _valid_sensor_ids or _remember(_SENSOR_RE, _valid_sensor_ids, sid)))):
         errs.append({"index": index, "field": "sensor_id", "message": _why(check_sensor_id, sid)})
     if "value" in item:
         v = item["value"]
@@ -198,6 +199,22 @@ def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> tuple[
                                  "message": f"is in the future (later than {format_rfc3339(newest)}, "
                                             "API_MAX_FUTURE): is the device clock set?"})
     return errs, ns
+
+
+# Tag values already found valid, one set per field: devices repeat their sensor id and types in
+# every reading, so a set lookup replaces a regex match. Bounded: a set is cleared when full.
+_valid_types: set[str] = set()
+_valid_sensor_ids: set[str] = set()
+_VALID_TAGS_MAX = 100_000
+
+
+def _remember(pattern: re.Pattern, seen: set[str], value: str) -> bool:
+    if pattern.fullmatch(value) is None:
+        return False
+    if len(seen) >= _VALID_TAGS_MAX:
+        seen.clear()
+    seen.add(value)
+    return True
 
 
 def _why(checker, value) -> str:

@@ -418,3 +418,14 @@ def test_any_body_is_either_lines_or_a_4xx(raw):
             assert set(p) == {"index", "field", "message"}
         return
     assert len(lines) == count >= 1
+
+
+def test_a_valid_sensor_id_is_not_thereby_a_valid_type():
+    """Validated tag values are memoised per field: a sensor id seen before must not pass as a type."""
+    from iot_api.readings import InvalidBody, Limits, parse_body
+
+    limits = Limits(max_batch=10, min_ts_ns=0, max_future_ns=3600 * 10**9, retention_ns=None, measurement="data")
+    parse_body(b'{"type": "temp", "value": 1, "sensor_id": "9:x"}', limits)  # "9:x" now memoised
+    with pytest.raises(InvalidBody) as err:
+        parse_body(b'{"type": "9:x", "value": 1, "sensor_id": "9:x"}', limits)
+    assert [p["field"] for p in err.value.problems] == ["type"]
