@@ -163,11 +163,13 @@ def _check_item(item, index, oldest: int, newest: int, limits: Limits) -> tuple[
 
     # Happy path inline (this runs per reading); the checkers give the message when it fails.
     kind = item.get("type", _ABSENT)
-    if kind is not _ABSENT and not (type(kind) is str and (kind in _valid_types or _remember(_TYPE_RE, _valid_types, kind))):
+    if kind is not _ABSENT and not (type(kind) is str and
+                                    (kind in _valid_types or _remember(_TYPE_RE, _valid_types, kind))):
         errs.append({"index": index, "field": "type", "message": _why(check_type, kind)})
     sid = item.get("sensor_id", _ABSENT)
-    if sid is not _ABSENT and not (type(sid) is int or
-                                   (type(sid) is str and (sid in _valid_sensor_ids or _remember(_SENSOR_RE, _valid_sensor_ids, sid)))):
+    if sid is not _ABSENT and not (
+            type(sid) is int
+            or (type(sid) is str and (sid in _valid_sensor_ids or _remember(_SENSOR_RE, _valid_sensor_ids, sid)))):
         errs.append({"index": index, "field": "sensor_id", "message": _why(check_sensor_id, sid)})
     if "value" in item:
         v = item["value"]
