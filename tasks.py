@@ -187,7 +187,17 @@ def autotest(c, env="test", set=None):
         c.run(stack.compose("down", "--volumes", "--remove-orphans", target="autotest.yaml"), env=run_env,
               pty=False, warn=True)
     if result is not None and result.exited:
-        raise Exit(f"autotest failed: sut exited {result.exited}", code=result.exited)
+        raise Exit(f"autotest failed (exit {result.exited}: the sut's verdict, or compose could not run it; "
+                   "see above)", code=result.exited)
+
+
+@task
+def engine(c):
+    """Install and start the Docker engine and the Compose v2 plugin if they are missing."""
+    from ops import engine as docker_engine
+
+    with _clear_errors():
+        docker_engine.ensure_engine(dry=c.config.run.dry)
 
 
 @task(help={"force": "rebuild even if the images exist"})
@@ -205,5 +215,5 @@ def bootstrap(c, force=False):
 images_ns = Collection("images")
 images_ns.add_task(bootstrap)
 
-ns = Collection(test, lint, api, simulate, bench, render, build, up, down, logs, ps, autotest, images_ns)
+ns = Collection(test, lint, api, simulate, bench, engine, render, build, up, down, logs, ps, autotest, images_ns)
 ns.configure({"run": {"echo": True}})

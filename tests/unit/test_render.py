@@ -365,3 +365,14 @@ def test_dollar_is_escaped_for_compose_interpolation(out, secrets_dir):
     compose = do_render("dev", out, secrets_dir).files["compose.yaml"].read_text()
     assert '\\"$$code\\" = 204' in compose  # the InfluxDB probe's shell variable
     assert "${IOT_REVISION:-unknown}" in compose  # interpolation meant for Compose stays
+
+
+def test_autotest_publishes_no_host_port(tmp_path):
+    """An autotest must run beside a live stack of the same environment: no host port to collide on."""
+    import yaml
+
+    result = render.render("test", out_dir=tmp_path / "out", secrets_dir=tmp_path / "secrets")
+    doc = yaml.safe_load(result.files["autotest.yaml"].read_text())
+    assert all("ports" not in svc for svc in doc["services"].values())
+    compose_doc = yaml.safe_load(result.files["compose.yaml"].read_text())
+    assert compose_doc["services"]["api"]["ports"][0]["published"] == "18080"

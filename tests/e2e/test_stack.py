@@ -1,0 +1,140 @@
+"""The local stack on a real Docker engine, driven by the same ./iot tasks a person uses.
+
+Env `test` (stacks/values/test.yaml): offline bases, api published on 18080, compose project iot-test.
+Counts are checked twice: through the api (read token) and directly in InfluxDB (its own CLI).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from ops import images, render, secrets, stack  # noqa: E402
+
+ENV = "test"
+pytestmark = pytest.mark.usefixtures("docker_engine")
+
+
+def iot(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run([str(ROOT / "iot"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"./iot {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def compose(prepared: stack.Stack, *args: str, target: str = "compose.yaml", check: bool = True,
+            timeout: float = 300) -> subprocess.CompletedProcess:
+    cmd = prepared.compose(*args, target=target, profiles=("simulator",))
+    proc = subprocess.run(shlex.split(cmd), cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, **prepared.run_env()})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    return proc
+
+
+def influx_count(prepared: stack.Stack, where: str = "") -> int:
+    values = render.load_values(ENV, {"bases.mode": "offline"})["influxdb"]
+    q = f'SELECT count("value") FROM "{values["db"]}"."{values["rp"]}"."{values["measurement"]}" {where}'
+    # Straight to InfluxDB's HTTP API from inside the stack's backend network (the api container has
+    # python), not through our api: this is the independent check.
+    script = ("import sys, urllib.parse, urllib.request; "
+              "print(urllib.request.urlopen('http://influxdb:8086/query?' + urllib.parse.urlencode("
+              "{'q': sys.argv[1]})).read().decode())")
+    out = compose(prepared, "exec", "-T", "api", "python3", "-c", script, q).stdout
+    series = json.loads(out).get("results", [{}])[0].get("series", [])
+    return sum(row[1] for s in series for row in s["values"])
+
+
+def api_get(prepared: stack.Stack, path: str) -> dict:
+    token = prepared.result.secrets[secrets.API_READ_TOKEN].read_text().strip()
+    req = urllib.request.Request(prepared.result.urls["api"] + path, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (our own http URL)
+        return json.loads(resp.read())
+
+
+@pytest.fixture(scope="module")
+def test_stack(offline_bases):
+    """`./iot up --env test` once for the module; `./iot down --env test --volumes` at the end."""
+    iot("down", "--env", ENV, "--volumes", check=False)
+    proc = iot("up", "--env", ENV)
+    assert "first reading stored" in proc.stdout, proc.stdout[-2000:]
+    prepared = stack.prepare(ENV, need_engine=False)
+    yield prepared, proc
+    iot("down", "--env", ENV, "--volumes", check=False)
+
+
+def test_up_prints_urls_credentials_and_why_grafana_is_missing(test_stack):
+    _, proc = test_stack
+    assert "api: http://localhost:18080" in proc.stdout
+    assert "credentials: files in secrets/test/" in proc.stdout
+    assert "grafana left out: offline bases" in proc.stdout
+    for name in secrets.ALL:  # no secret value is ever printed
+        value = (ROOT / "secrets" / ENV / name).read_text().strip()
+        assert value not in proc.stdout and value not in proc.stderr
+
+
+def test_simulator_readings_reach_influxdb_exactly(test_stack):
+    """A bounded simulator run in the stack's network: InfluxDB holds exactly what it generated."""
+    prepared, _ = test_stack
+    before = influx_count(prepared, "WHERE \"sensor_id\" =~ /^e2e-/")
+    proc = compose(prepared, "run", "--rm", "--no-deps", "simulator", "--devices", "20", "--count", "10",
+                   "--interval", "0", "--sensor-prefix", "e2e-", "--json")
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["generated"] == 20 * 10 * 2  # devices x count x types (temp, humidity)
+    assert summary["stored"] == summary["generated"]
+    assert influx_count(prepared, "WHERE \"sensor_id\" =~ /^e2e-/") - before == summary["generated"]
+    stats = api_get(prepared, "/sensors/e2e-0001/stats")["stats"]
+    assert stats["temp"]["count"] == 10 and stats["humidity"]["count"] == 10
+
+
+def test_down_keeps_data_and_down_volumes_removes_it(test_stack):
+    prepared, _ = test_stack
+    stored = influx_count(prepared)
+    assert stored > 0
+    iot("down", "--env", ENV)
+    iot("up", "--env", ENV, "--no-simulator", "--no-build")
+    assert influx_count(prepared) >= stored  # everything still there after down/up
+    iot("down", "--env", ENV, "--volumes")
+    iot("up", "--env", ENV, "--no-simulator", "--no-build")
+    assert influx_count(prepared) == 0  # a fresh volume
+
+
+def test_autotest_passes(offline_bases):
+    proc = iot("autotest", "--env", ENV, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "sut: PASS" in proc.stdout + proc.stderr  # compose relays service logs on either stream
+
+
+def test_autotest_fails_with_a_broken_write_path(offline_bases, tmp_path, docker):
+    """The autotest must be able to fail: an api that answers 201 without writing to InfluxDB."""
+    broken = tmp_path / "api"
+    shutil.copytree(ROOT / "api", broken, ignore=shutil.ignore_patterns("*.egg-info", "__pycache__"))
+    writer = broken / "iot_api" / "writer.py"
+    source = writer.read_text()
+    assert "status, error = await self.influx.write(body)" in source
+    writer.write_text(source.replace("status, error = await self.influx.write(body)",
+                                     'status, error = 204, ""  # BROKEN ON PURPOSE: acknowledge without writing'))
+    overrides = {"bases.mode": "offline", "version": "0.0.0-broken"}
+    prepared = stack.prepare(ENV, overrides, need_engine=False)
+    api_tag = prepared.result.images["api"]
+    images.build_image(broken, api_tag, base_image=prepared.result.bases["python"], version="0.0.0-broken",
+                       revision="broken", progress=lambda _m: None, quiet=True)
+    try:
+        compose(prepared, "build", "sut", target="autotest.yaml")
+        proc = compose(prepared, "up", "--no-build", "--abort-on-container-exit", "--exit-code-from", "sut",
+                       target="autotest.yaml", check=False)
+        assert proc.returncode != 0, "the autotest passed against an api that stores nothing"
+        assert "sut: FAIL" in proc.stdout + proc.stderr, proc.stdout[-2000:]
+    finally:
+        compose(prepared, "down", "--volumes", "--remove-orphans", target="autotest.yaml", check=False)
+        docker("rmi", "-f", api_tag, prepared.result.images["simulator"], check=False)
