@@ -429,3 +429,32 @@ def test_a_valid_sensor_id_is_not_thereby_a_valid_type():
     with pytest.raises(InvalidBody) as err:
         parse_body(b'{"type": "9:x", "value": 1, "sensor_id": "9:x"}', limits)
     assert [p["field"] for p in err.value.problems] == ["type"]
+
+
+@settings(max_examples=3000, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(["2026-01-01T10:00", "2026-01-01T10:59", "1999-12-31T23:59"]),
+       st.text(alphabet="0123456789:.Zz+-T ٠١a", max_size=16))
+def test_minute_cache_agrees_with_the_full_parse(prefix, tail):
+    """The cached-minute fast path of parse_rfc3339 gives the full parse's answer, value or error."""
+    from iot_api import timefmt
+
+    timefmt._parse_full(prefix + ":00Z")  # the prefix is now cached
+    text = prefix + tail
+
+    def outcome(parse):
+        try:
+            return parse(text)
+        except ValueError:
+            return "error"
+
+    assert outcome(timefmt.parse_rfc3339) == outcome(timefmt._parse_full)
+    assert outcome(timefmt.parse_rfc3339) == outcome(timefmt.parse_rfc3339)  # and again, cache warm
+
+
+def test_a_cached_minute_prefix_alone_is_an_error_not_a_crash():
+    from iot_api import timefmt
+
+    timefmt._parse_full("2026-01-01T10:00:00Z")
+    for text in ("2026-01-01T10:00", "2026-01-01T10:00:", "2026-01-01T10:00:0", "2026-01-01T10:00:00"):
+        with pytest.raises(ValueError):
+            timefmt.parse_rfc3339(text)
