@@ -17,11 +17,12 @@ SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
 @contextmanager
 def _clear_errors():
     """Failures of the ops layer end as one line and a non-zero exit, not a traceback."""
-    from ops import engine, images, render, secrets
+    from ops import engine, images, registry, render, secrets
 
     try:
         yield
-    except (engine.EngineError, images.ImageError, render.RenderError, secrets.SecretsError) as exc:
+    except (engine.EngineError, images.ImageError, registry.RegistryError, render.RenderError,
+            secrets.SecretsError) as exc:
         raise Exit(f"error: {exc}", code=1) from None
 
 
@@ -217,3 +218,83 @@ images_ns.add_task(bootstrap)
 
 ns = Collection(test, lint, api, simulate, bench, engine, render, build, up, down, logs, ps, autotest, images_ns)
 ns.configure({"run": {"echo": True}})
+
+
+# -- publishing: tag, push, and a local registry to push to -------------------------------------------
+REGISTRY_HELP = ("registry to publish to instead of the env's `registry` value, e.g. 127.0.0.1:5000/ "
+                 "(same as --set registry=...)")
+
+
+def _publish_plan(c, env, sets, registry, check_registry=False):
+    """Which local image gets which tags, and the registry prefix. The environment is rendered into a
+    throw-away folder (with throw-away secrets): publishing never rewrites build/ENV or secrets/ENV."""
+    import tempfile
+    from pathlib import Path
+
+    from ops import registry as registries
+    from ops import render
+
+    sets = list(sets or [])
+    if registry is not None:
+        sets.append(f"registry={registries.normalize_prefix(registry)}")
+    with _clear_errors(), tempfile.TemporaryDirectory(prefix="iot-publish-") as tmp:
+        overrides = render.parse_overrides(sets)
+        result = render.render(env, out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets", overrides=overrides)
+        prefix = render.load_values(env, overrides)["registry"]
+        if check_registry and not c.config.run.dry:  # before anything else: the likeliest failure
+            registries.check_registry(prefix)
+        return registries.plan(result, prefix, dry=c.config.run.dry), prefix
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])
+def tag(c, env="dev", set=None, registry=None):  # noqa: A002 - the option is --set
+    """Tag the built images for the registry: version, git-<sha7> (-dirty if built from a dirty tree), branch."""
+    from ops import registry as registries
+
+    plans, _ = _publish_plan(c, env, set, registry)
+    with _clear_errors():
+        registries.tag(plans, dry=c.config.run.dry)
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])
+def push(c, env="dev", set=None, registry=None):  # noqa: A002 - the option is --set
+    """Tag and push the built images to the registry (checks first that it answers); never `latest`."""
+    from ops import registry as registries
+
+    plans, prefix = _publish_plan(c, env, set, registry, check_registry=True)
+    with _clear_errors():
+        registries.push(plans, prefix, dry=c.config.run.dry)
+
+
+@task(name="start", help={
+    "port": "port on 127.0.0.1 (default 5000; then push with --registry 127.0.0.1:PORT/)",
+    "dir": "folder for its config, pid file, log and data/ (default build/registry)",
+})
+def registry_start(c, port=5000, dir=None):  # noqa: A002 - the option is --dir
+    """Run a local registry (Debian's docker-registry, installed if missing) on 127.0.0.1 in the background."""
+    from pathlib import Path
+
+    from ops import registry as registries
+
+    with _clear_errors():
+        registries.start_local_registry(int(port), state_dir=Path(dir) if dir else registries.STATE_DIR,
+                                        dry=c.config.run.dry)
+
+
+@task(name="stop", help={"dir": "the folder it was started with (default build/registry)"})
+def registry_stop(c, dir=None):  # noqa: A002 - the option is --dir
+    """Stop the local registry started by registry.start (by its pid file); its data is kept."""
+    from pathlib import Path
+
+    from ops import registry as registries
+
+    with _clear_errors():
+        registries.stop_local_registry(Path(dir) if dir else registries.STATE_DIR, dry=c.config.run.dry)
+
+
+registry_ns = Collection("registry")
+registry_ns.add_task(registry_start, name="start")
+registry_ns.add_task(registry_stop, name="stop")
+ns.add_task(tag)
+ns.add_task(push)
+ns.add_collection(registry_ns)

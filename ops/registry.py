@@ -1,0 +1,638 @@
+"""Publishing our images to a registry (`tag`, `push`) and a local registry to publish to (`registry.*`).
+
+Tags: every image of an environment (api, simulator, device) is published as
+
+- its version, from the values (`0.1.0`);
+- `git-<sha7>` of the commit the image was **built from**: its OCI label
+  `org.opencontainers.image.revision` (the checkout's HEAD only when the image has no such label).
+  A build from a dirty tree (revision `<sha>-dirty`) is published as `git-<sha7>-dirty`, never as
+  `git-<sha7>`: an immutable-looking sha tag must name exactly that commit's code. (A `-dirty` tag is
+  mutable by nature: every dirty build of the same commit replaces it. CI builds clean trees.)
+  No sha tag when the revision is unknown (not a git checkout);
+- the current branch (`git symbolic-ref`, or GitHub Actions' GITHUB_HEAD_REF / GITHUB_REF_NAME on a
+  detached checkout), made a valid Docker tag: runs of characters other than `[A-Za-z0-9_.-]` become
+  `-` (`feature/x` -> `feature-x`), leading `.`/`-` are dropped, and a name longer than 128 is cut to
+  119 characters plus `-` and 8 hex digits of its hash (two long branches never share a tag). A branch
+  tag never looks like another kind of tag: `latest` (any case), a version (`1.2`, `v2-x`) or a
+  `git-<sha>` becomes `branch-<name>`. No branch tag on a detached HEAD without those variables;
+- never `latest`: a deployment names what it runs.
+
+The local image tagged is the one `./iot build` made: `<registry><repo>:<version>` when it exists,
+else `<repo>:<version>` (built without a registry, e.g. `./iot build --env test`).
+
+`push` first checks that the registry answers (a closed port fails in a second with one line naming
+the registry and how to start the local one), then `docker tag`s and `docker push`es every tag. Every
+command is printed before it runs; dry=True only prints them.
+
+Local registry: Debian's `docker-registry` (distribution 2.8), installed with apt when missing and run
+as a background process of our own (no systemd needed): config, pid file, log and data under one
+folder (default build/registry/), listening on 127.0.0.1 only, plain http. Docker allows plain http
+to registries on 127.0.0.0/8 and localhost without `insecure-registries`. (A registry *container*
+would need an image built offline first and a published port; the host binary is one apt package.)
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import ipaddress
+import json
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import yaml
+
+Progress = Callable[[str], None]
+
+ROOT = Path(__file__).resolve().parent.parent
+STATE_DIR = ROOT / "build" / "registry"
+BINARY = "/usr/bin/docker-registry"
+DEFAULT_PORT = 5000
+REVISION_LABEL = "org.opencontainers.image.revision"
+TAG_MAX = 128
+API_HEADER = "Docker-Distribution-Api-Version"
+
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_NOT_TAG_CHARS = re.compile(r"[^A-Za-z0-9_.-]+")
+_REVISION_RE = re.compile(r"([0-9a-f]{7,64})(-dirty)?")
+_SHA_TAG_RE = re.compile(r"git-[0-9a-f]{7,64}(-dirty)?")
+_NOISE = re.compile(r": (Preparing|Waiting)$")  # docker push's per-layer chatter without a tty
+_VERSION_LIKE_RE = re.compile(r"v?[0-9]+(\.[0-9]+)*([-+._].*)?", re.IGNORECASE)
+
+
+class RegistryError(Exception):
+    """Anything that stops tag / push / the local registry; str() is the one line to show."""
+
+
+def say(message: str) -> None:
+    print(f"registry: {message}", file=sys.stderr, flush=True)
+
+
+# -- tags ---------------------------------------------------------------------------------------------
+def is_valid_tag(tag: str) -> bool:
+    return bool(_TAG_RE.fullmatch(tag))
+
+
+def sanitize_tag(text: str) -> str | None:
+    """TEXT as a valid Docker tag (see the module's docstring), or None when nothing is left."""
+    tag = _NOT_TAG_CHARS.sub("-", text).lstrip(".-")
+    if not tag:
+        return None
+    if len(tag) > TAG_MAX:
+        digest = hashlib.sha256(text.encode("utf-8")).hexdigest()[:8]
+        tag = f"{tag[:TAG_MAX - 9]}-{digest}"
+    return tag
+
+
+def branch_tag(branch: str | None) -> str | None:
+    """The tag of a branch name, or None (no branch, detached HEAD, nothing valid left)."""
+    if not branch or branch.strip() in ("", "HEAD"):
+        return None
+    branch = branch.strip().removeprefix("refs/heads/")
+    tag = sanitize_tag(branch)
+    if tag is None:
+        return None
+    if tag.lower() == "latest" or _SHA_TAG_RE.fullmatch(tag) or _VERSION_LIKE_RE.fullmatch(tag):
+        tag = sanitize_tag(f"branch-{tag}")
+    return tag
+
+
+def revision_tag(revision: str | None) -> str | None:
+    """`git-<sha7>` for a clean revision, `git-<sha7>-dirty` for a dirty one, None when unknown."""
+    m = _REVISION_RE.fullmatch((revision or "").strip().lower())
+    if not m:
+        return None
+    return f"git-{m.group(1)[:7]}" + ("-dirty" if m.group(2) else "")
+
+
+class _HasImages(Protocol):
+    images: dict[str, str]
+
+
+def split_reference(ref: str) -> tuple[str, str]:
+    """`127.0.0.1:5000/iot/api:0.1.0` -> (`127.0.0.1:5000/iot/api`, `0.1.0`)."""
+    repository, sep, tag = ref.rpartition(":")
+    if not sep or "/" in tag or not repository:
+        raise RegistryError(f"image {ref!r} has no tag (expected name:tag)")
+    return repository, tag
+
+
+def image_tags(result: _HasImages, revision: str | Mapping[str, str] | None,
+               branch: str | None) -> dict[str, list[str]]:
+    """For each of our images (RESULT.images: name -> full reference), the tags to publish, in order:
+    version, git sha, branch (see the module's docstring). REVISION: one for all images, or per image."""
+    out: dict[str, list[str]] = {}
+    btag = branch_tag(branch)
+    for name, ref in result.images.items():
+        _, version = split_reference(ref)
+        if version.lower() == "latest" or not is_valid_tag(version):
+            raise RegistryError(f"image {name}: version {version!r} cannot be published (a pinned version, never latest)")
+        rev = revision.get(name) if isinstance(revision, Mapping) else revision
+        tags = [version]
+        for extra in (revision_tag(rev), btag):
+            if extra and extra not in tags:
+                tags.append(extra)
+        out[name] = tags
+    return out
+
+
+# -- git ---------------------------------------------------------------------------------------------
+def git_branch(root: Path = ROOT, environ: Mapping[str, str] | None = None) -> str | None:
+    """The checkout's branch; on a detached HEAD, GitHub Actions' branch variables; else None."""
+    environ = os.environ if environ is None else environ
+    try:
+        proc = subprocess.run(["git", "-C", str(root), "symbolic-ref", "--short", "-q", "HEAD"],
+                              capture_output=True, text=True, timeout=10, check=False)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    if environ.get("GITHUB_HEAD_REF"):  # pull requests: the source branch
+        return environ["GITHUB_HEAD_REF"]
+    if environ.get("GITHUB_REF_TYPE") == "branch" and environ.get("GITHUB_REF_NAME"):
+        return environ["GITHUB_REF_NAME"]
+    return None
+
+
+def checkout_revision() -> str:
+    from . import images
+
+    return images.git_revision()
+
+
+# -- running commands ----------------------------------------------------------------------------------
+def run(cmd: Sequence[str], progress: Progress = say, *, dry: bool = False, timeout: float = 900,
+        echo_output: bool = True) -> str:
+    """Print the command, run it (unless dry), stream its output indented; RegistryError on failure."""
+    progress(f"$ {shlex.join(cmd)}")
+    if dry:
+        return ""
+    lines: list[str] = []
+    try:
+        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise RegistryError(f"{cmd[0]}: command not found") from None
+    timer = threading.Timer(timeout, proc.kill)  # a stalled push ends, and says so below
+    timer.start()
+    assert proc.stdout is not None
+    try:
+        with proc:
+            for line in proc.stdout:
+                line = line.rstrip()
+                lines.append(line)
+                if echo_output and line and not _NOISE.search(line):
+                    print(f"  {line}", file=sys.stderr, flush=True)
+    finally:
+        timer.cancel()
+    if proc.returncode == -signal.SIGKILL:
+        raise RegistryError(f"`{shlex.join(cmd)}` did not finish within {timeout:.0f} s")
+    if proc.returncode != 0:
+        last = next((x.strip() for x in reversed(lines) if x.strip()), "no output")
+        raise RegistryError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {last}")
+    return "\n".join(lines)
+
+
+def inspect_image(ref: str) -> dict | None:
+    """`docker image inspect REF` as {id, labels}, or None when there is no such image."""
+    try:
+        proc = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Id}} {{json .Config.Labels}}", ref],
+                              capture_output=True, text=True, timeout=30, check=False)
+    except FileNotFoundError:
+        raise RegistryError("docker: command not found (install the engine: ./iot engine)") from None
+    except subprocess.TimeoutExpired:
+        raise RegistryError("`docker image inspect` did not answer within 30 s: is the engine running? (./iot engine)") from None
+    if proc.returncode != 0:
+        if "no such image" in proc.stderr.lower():
+            return None
+        raise RegistryError(f"`docker image inspect {ref}` failed: {proc.stderr.strip() or 'no output'} "
+                            "(is the engine running? ./iot engine)")
+    image_id, _, labels = proc.stdout.strip().partition(" ")
+    return {"id": json.loads(image_id), "labels": json.loads(labels) or {}}
+
+
+# -- the plan: what is tagged and pushed ---------------------------------------------------------------
+@dataclass(frozen=True)
+class ImagePlan:
+    name: str                 # api, simulator, device
+    source: str               # the local image the tags point to
+    repository: str           # <registry><repo>, e.g. 127.0.0.1:5000/iot/api
+    tags: tuple[str, ...]     # version, git sha, branch
+    revision: str             # what the sha tag was made from
+    image_id: str | None = None
+
+    @property
+    def targets(self) -> list[str]:
+        return [f"{self.repository}:{tag}" for tag in self.tags]
+
+
+@dataclass
+class PushResult:
+    pushed: dict[str, str] = field(default_factory=dict)   # reference -> manifest digest ("" unknown)
+
+
+def normalize_prefix(registry: str) -> str:
+    """`127.0.0.1:5000` -> `127.0.0.1:5000/` (values keep the prefix form); "" stays ""."""
+    registry = registry.strip()
+    return registry if not registry or registry.endswith("/") else registry + "/"
+
+
+def plan(result: _HasImages, registry: str, *, revision: str | None = None, branch: str | None = None,
+         use_git_branch: bool = True, progress: Progress = say, dry: bool = False,
+         inspect: Callable[[str], dict | None] = inspect_image,
+         head: Callable[[], str] = checkout_revision) -> list[ImagePlan]:
+    """Which local image gets which tags. REGISTRY: the values' prefix ("" or `host[:port]/…/`).
+
+    REVISION overrides the images' own labels; BRANCH the checkout's branch."""
+    registry = normalize_prefix(registry)
+    branch = branch if branch is not None else (git_branch() if use_git_branch else None)
+    current = head()
+    sources: dict[str, tuple[str, dict | None]] = {}
+    missing = []
+    for name, ref in result.images.items():
+        local = ref[len(registry):] if registry and ref.startswith(registry) else ref
+        found = None
+        for candidate in dict.fromkeys([ref, local]):
+            info = inspect(candidate)
+            if info is not None:
+                found = (candidate, info)
+                break
+        if found is None:
+            if not dry:
+                missing.append(local)
+            found = (local, None)
+        sources[name] = found
+    if missing:
+        raise RegistryError(f"not built here: {', '.join(missing)}: build first (./iot build --env ENV, same --set)")
+
+    revisions: dict[str, str] = {}
+    for name, (source, info) in sources.items():
+        labelled = ((info or {}).get("labels") or {}).get(REVISION_LABEL)
+        if revision is not None:
+            revisions[name] = revision
+        elif labelled and revision_tag(labelled):
+            revisions[name] = labelled
+            if revision_tag(current) and labelled.split("-")[0] != current.split("-")[0]:
+                progress(f"note: {source} was built from {labelled[:12]}, the checkout is at {current[:12]}: "
+                         f"its sha tag is {revision_tag(labelled)} (rebuild to publish the checkout)")
+        else:
+            revisions[name] = current
+    tags = image_tags(result, revisions, branch)
+    plans = []
+    for name, ref in result.images.items():
+        repository, _ = split_reference(ref)
+        source, info = sources[name]
+        plans.append(ImagePlan(name=name, source=source, repository=repository, tags=tuple(tags[name]),
+                               revision=revisions[name], image_id=(info or {}).get("id")))
+    if dry and any(info is None for _, info in sources.values()):
+        progress("note: some images are not built yet (dry run: shown as if they were)")
+    if branch is None:
+        progress("note: no branch tag (detached HEAD and no GITHUB_HEAD_REF / GITHUB_REF_NAME)")
+    elif branch_tag(branch) is None:
+        progress(f"note: no branch tag (branch {branch!r} has no character a tag allows)")
+    return plans
+
+
+def tag(plans: Sequence[ImagePlan], progress: Progress = say, dry: bool = False) -> list[str]:
+    """`docker tag SOURCE TARGET` for every tag of every plan. Returns the references made."""
+    made = []
+    for p in plans:
+        progress(f"{p.name}: {p.source} ({(p.image_id or 'not built')[:19]}) -> {', '.join(p.tags)}")
+        for target in p.targets:
+            if target != p.source:
+                run(["docker", "tag", p.source, target], progress, dry=dry, timeout=60)
+            made.append(target)
+    return made
+
+
+def push(plans: Sequence[ImagePlan], registry: str, progress: Progress = say, dry: bool = False,
+         timeout: float = 1800) -> PushResult:
+    """Check REGISTRY answers, tag, then `docker push` every tag. Returns reference -> digest."""
+    registry = normalize_prefix(registry)
+    if not dry:
+        check_registry(registry)
+    else:
+        progress(f"would check that {registry_host(registry) or '(no registry)'} answers")
+    tag(plans, progress, dry=dry)
+    result = PushResult()
+    for p in plans:
+        for target in p.targets:
+            out = run(["docker", "push", target], progress, dry=dry, timeout=timeout)
+            m = re.search(r"digest: (sha256:[0-9a-f]{64})", out)
+            result.pushed[target] = m.group(1) if m else ""
+    if not dry:
+        progress(f"pushed {len(result.pushed)} tags of {len(plans)} images to {registry_host(registry)}")
+    return result
+
+
+# -- reaching a registry -----------------------------------------------------------------------------
+def registry_host(registry: str) -> str:
+    """`127.0.0.1:5000/team/` -> `127.0.0.1:5000`."""
+    return normalize_prefix(registry).split("/", 1)[0]
+
+
+def _host_port(host: str) -> tuple[str, int | None]:
+    if host.startswith("["):  # [::1]:5000
+        addr, _, rest = host[1:].partition("]")
+        return addr, int(rest[1:]) if rest.startswith(":") else None
+    name, sep, port = host.rpartition(":")
+    if sep and port.isdigit():
+        return name, int(port)
+    return host, None
+
+
+def is_loopback(host: str) -> bool:
+    name, _ = _host_port(host)
+    if name == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def check_registry(registry: str, timeout: float = 3.0) -> None:
+    """RegistryError unless REGISTRY's host accepts connections (and, on loopback, speaks /v2/)."""
+    host = registry_host(registry)
+    if not host:
+        raise RegistryError("no registry to push to: this environment's `registry` value is empty; pass "
+                            "--registry 127.0.0.1:5000/ (a local one: ./iot registry.start) or set it in stacks/values/")
+    name, port = _host_port(host)
+    loopback = is_loopback(host)
+    if loopback and port:
+        hint = f"start the local one with `./iot registry.start --port {port}`"
+    elif loopback:
+        hint = "give its port (e.g. --registry 127.0.0.1:5000/; a local one: ./iot registry.start)"
+    else:
+        hint = "check the address and that the registry runs"
+    try:
+        with socket.create_connection((name, port or 443), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__.lower()
+        raise RegistryError(f"registry {host} is unreachable ({reason}): {hint}") from None
+    if loopback:  # plain http, as Docker uses for loopback registries
+        url = f"http://{host}/v2/"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http to loopback only)
+                headers = resp.headers
+        except urllib.error.HTTPError as exc:  # 401: a registry that wants a login
+            headers = exc.headers
+        except (OSError, ValueError) as exc:
+            raise RegistryError(f"registry {host} accepts connections but {url} fails ({exc}): {hint}") from None
+        if not (headers and headers.get(API_HEADER)):
+            raise RegistryError(f"{host} answers but is not a Docker registry (no {API_HEADER} header on {url})")
+
+
+def api_get(registry: str, path: str, timeout: float = 10.0) -> dict:
+    """GET http://HOST/v2/PATH of a (loopback, plain http) registry, as JSON."""
+    url = f"http://{registry_host(registry)}/v2/{path.lstrip('/')}"
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http to a registry we name)
+            return json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise RegistryError(f"GET {url} failed: {exc}") from None
+
+
+def catalog(registry: str) -> list[str]:
+    return list(api_get(registry, "_catalog").get("repositories") or [])
+
+
+def list_tags(registry: str, repository: str) -> list[str]:
+    return sorted(api_get(registry, f"{repository}/tags/list").get("tags") or [])
+
+
+# -- the local registry ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class LocalRegistry:
+    host: str
+    port: int
+    pid: int | None
+    state_dir: Path
+    data_dir: Path
+    reused: bool = False
+
+    @property
+    def prefix(self) -> str:
+        """What --registry / the `registry` value takes: `127.0.0.1:PORT/`."""
+        return f"{self.host}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def _paths(state_dir: Path) -> dict[str, Path]:
+    return {"config": state_dir / "config.yml", "pid": state_dir / "registry.pid", "log": state_dir / "registry.log"}
+
+
+def registry_config(port: int, data_dir: Path, host: str = "127.0.0.1") -> str:
+    """The registry's YAML config: HOST:PORT only, filesystem storage in DATA_DIR, no auth, deletes on."""
+    config = {
+        "version": 0.1,
+        "log": {"level": "info", "fields": {"service": "registry"}},
+        "storage": {"filesystem": {"rootdirectory": str(data_dir)}, "delete": {"enabled": True},
+                    "cache": {"blobdescriptor": "inmemory"}},
+        "http": {"addr": f"{host}:{port}", "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "health": {"storagedriver": {"enabled": True, "interval": "10s", "threshold": 3}},
+    }
+    return "# written by ops/registry.py (./iot registry.start)\n" + yaml.safe_dump(config, sort_keys=False)
+
+
+def _read_pid(pid_file: Path) -> int | None:
+    try:
+        return int(pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie is not); reaps it when it is our child."""
+    with contextlib.suppress(ChildProcessError, OSError):
+        os.waitpid(pid, os.WNOHANG)
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        return [a for a in Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0") if a]
+    except OSError:
+        return []
+
+
+def _is_registry(pid: int) -> bool:
+    cmd = _cmdline(pid)
+    return bool(cmd) and Path(cmd[0]).name == Path(BINARY).name
+
+
+def _configured_addr(config: Path) -> tuple[str, int] | None:
+    try:
+        addr = yaml.safe_load(config.read_text())["http"]["addr"]
+        host, _, port = addr.rpartition(":")
+        return host, int(port)
+    except (OSError, ValueError, KeyError, TypeError, yaml.YAMLError):
+        return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _answers(url: str, timeout: float = 2.0) -> bool:
+    try:
+        with urllib.request.urlopen(url + "/v2/", timeout=timeout) as resp:  # noqa: S310 (our loopback registry)
+            return bool(resp.headers.get(API_HEADER))
+    except urllib.error.HTTPError as exc:
+        return bool(exc.headers and exc.headers.get(API_HEADER))
+    except (OSError, ValueError):
+        return False
+
+
+def _log_tail(log: Path, lines: int = 5) -> str:
+    try:
+        return " | ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+_children: dict[int, subprocess.Popen] = {}  # registries started by this process (reaped on stop)
+
+
+def ensure_binary(progress: Progress = say, dry: bool = False) -> None:
+    from . import engine
+
+    if Path(BINARY).exists():
+        return
+    if dry:
+        progress("would run: apt-get update && apt-get install -y --no-install-recommends docker-registry")
+        return
+    try:
+        engine.ensure_debian_packages(["docker-registry"], progress, what="Debian's docker-registry",
+                                      check=lambda: Path(BINARY).exists())
+    except engine.EngineError as exc:
+        raise RegistryError(str(exc).splitlines()[0]) from None
+    if not Path(BINARY).exists():
+        raise RegistryError(f"the docker-registry package is installed but {BINARY} is missing")
+
+
+def start_local_registry(port: int = DEFAULT_PORT, data_dir: Path | None = None, *, state_dir: Path = STATE_DIR,
+                         host: str = "127.0.0.1", progress: Progress = say, dry: bool = False,
+                         timeout: float = 20.0) -> LocalRegistry:
+    """Run Debian's docker-registry on HOST:PORT in the background (config, pid file, log in STATE_DIR,
+    blobs in DATA_DIR, default STATE_DIR/data). Reuses the one already running from STATE_DIR on the
+    same port; refuses when another runs there on another port, or when the port is taken."""
+    state_dir = Path(state_dir).resolve()
+    data_dir = Path(data_dir).resolve() if data_dir else state_dir / "data"
+    paths = _paths(state_dir)
+    port = int(port)
+    if not 0 < port < 65536:
+        raise RegistryError(f"port {port}: must be 1-65535")
+    if not is_loopback(host):
+        raise RegistryError(f"host {host}: the local registry listens on loopback only (plain http, no auth)")
+    pid = _read_pid(paths["pid"])
+    if pid and _alive(pid) and _is_registry(pid):
+        addr = _configured_addr(paths["config"])
+        if addr == (host, port):
+            progress(f"a local registry already runs: {host}:{port} (pid {pid}, data in {data_dir})")
+            return LocalRegistry(host, port, pid, state_dir, data_dir, reused=True)
+        where = f"{addr[0]}:{addr[1]}" if addr else "another address"
+        raise RegistryError(f"a local registry from {state_dir} already runs on {where} (pid {pid}): "
+                            "stop it first (./iot registry.stop) or use another --dir")
+    ensure_binary(progress, dry)
+    if not dry and not _port_free(host, port):
+        raise RegistryError(f"port {port} on {host} is already in use by another program: choose another with --port")
+    cmd = [BINARY, "serve", str(paths["config"])]
+    progress(f"$ {shlex.join(cmd)} >>{paths['log']} 2>&1 &  (pid in {paths['pid']})")
+    if dry:
+        return LocalRegistry(host, port, None, state_dir, data_dir)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        paths["config"].write_text(registry_config(port, data_dir, host))
+    except OSError as exc:
+        raise RegistryError(f"cannot write the registry's files in {state_dir}: {exc.strerror}") from None
+    # REGISTRY_* variables would override the config file (distribution's env convention): drop them.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
+    started = time.monotonic()
+    with open(paths["log"], "ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                                cwd=str(state_dir), start_new_session=True, close_fds=True)
+    _children[proc.pid] = proc
+    paths["pid"].write_text(f"{proc.pid}\n")
+    reg = LocalRegistry(host, port, proc.pid, state_dir, data_dir)
+    while time.monotonic() - started < timeout:
+        if proc.poll() is not None:
+            paths["pid"].unlink(missing_ok=True)
+            _children.pop(proc.pid, None)
+            raise RegistryError(f"docker-registry exited at once (exit {proc.returncode}); {paths['log']}: "
+                                f"{_log_tail(paths['log'])}")
+        if _answers(reg.url):
+            progress(f"local registry ready in {time.monotonic() - started:.1f} s: {reg.url} (pid {proc.pid}); "
+                     f"push with --registry {reg.prefix}; log {paths['log']}")
+            return reg
+        time.sleep(0.1)
+    stop_local_registry(state_dir, progress=progress)
+    raise RegistryError(f"docker-registry did not answer on {reg.url}/v2/ within {timeout:.0f} s; see {paths['log']}")
+
+
+def stop_local_registry(state_dir: Path = STATE_DIR, *, progress: Progress = say, dry: bool = False,
+                        timeout: float = 10.0) -> bool:
+    """Stop the registry started from STATE_DIR (by the pid in its pid file). Data is kept.
+    Returns False when none was running. Never signals a pid that is not a docker-registry."""
+    state_dir = Path(state_dir).resolve()
+    paths = _paths(state_dir)
+    pid = _read_pid(paths["pid"])
+    if pid is None:
+        progress(f"no local registry to stop (no pid file {paths['pid']})")
+        return False
+    if not _alive(pid):
+        progress(f"the local registry (pid {pid}) is not running any more: removing its stale pid file")
+        if not dry:
+            paths["pid"].unlink(missing_ok=True)
+        return False
+    if not _is_registry(pid):
+        raise RegistryError(f"{paths['pid']} names pid {pid}, which is not docker-registry "
+                            f"({' '.join(_cmdline(pid))[:60] or 'unknown'}): not stopping it; remove the stale pid file")
+    progress(f"$ kill -TERM {pid}  (docker-registry, {state_dir})")
+    if dry:
+        return True
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if _alive(pid):
+        progress(f"pid {pid} did not stop within {timeout:.0f} s: kill -KILL {pid}")
+        os.kill(pid, signal.SIGKILL)
+        while _alive(pid) and time.monotonic() < deadline + 5:
+            time.sleep(0.05)
+    proc = _children.pop(pid, None)
+    if proc is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=1)
+    paths["pid"].unlink(missing_ok=True)
+    data = yaml.safe_load(paths["config"].read_text()) if paths["config"].exists() else None
+    kept = (data or {}).get("storage", {}).get("filesystem", {}).get("rootdirectory", "")
+    progress(f"local registry stopped (pid {pid})" + (f"; its data is kept in {kept}" if kept else ""))
+    return True

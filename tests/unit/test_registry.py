@@ -1,0 +1,302 @@
+"""Pure logic of ops/registry.py: which tags are published, the plan, commands, errors, the registry config.
+
+Nothing here needs a Docker engine or a registry: image inspection and git are fakes, ports are closed.
+"""
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import yaml
+from hypothesis import given
+from hypothesis import strategies as st
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from ops import registry  # noqa: E402
+
+SHA = "8d66537b0db4a1c2e3f405162738495a6b7c8d9e"
+DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's reference grammar for a tag
+IMAGES = {"api": "iot/api:0.1.0", "simulator": "iot/simulator:0.1.0", "device": "iot/device:0.1.0"}
+
+
+def result(images=None, prefix=""):
+    return SimpleNamespace(images={k: prefix + v for k, v in (images or IMAGES).items()})
+
+
+# -- the tags ------------------------------------------------------------------------------------------
+def test_clean_tree_version_sha_and_branch_for_every_image():
+    tags = registry.image_tags(result(), SHA, "main")
+    assert tags == {name: ["0.1.0", "git-8d66537", "main"] for name in IMAGES}
+
+
+def test_dirty_tree_is_never_published_under_the_clean_sha():
+    tags = registry.image_tags(result(), SHA + "-dirty", "main")
+    for name in IMAGES:
+        assert tags[name] == ["0.1.0", "git-8d66537-dirty", "main"]
+        assert "git-8d66537" not in tags[name]
+
+
+def test_revision_per_image():
+    other = "0123456789abcdef0123456789abcdef01234567"
+    tags = registry.image_tags(result(), {"api": SHA, "simulator": SHA + "-dirty", "device": other}, None)
+    assert tags == {"api": ["0.1.0", "git-8d66537"], "simulator": ["0.1.0", "git-8d66537-dirty"],
+                    "device": ["0.1.0", "git-0123456"]}
+
+
+@pytest.mark.parametrize("revision", ["unknown", "", None, "not-a-sha", "abc12"])
+def test_no_sha_tag_when_the_revision_is_unknown(revision):
+    assert registry.image_tags(result(), revision, "main")["api"] == ["0.1.0", "main"]
+
+
+def test_no_branch_tag_on_a_detached_head():
+    assert registry.image_tags(result(), SHA, None)["api"] == ["0.1.0", "git-8d66537"]
+    assert registry.image_tags(result(), SHA, "HEAD")["api"] == ["0.1.0", "git-8d66537"]
+
+
+def test_registry_prefix_does_not_change_the_tags():
+    tags = registry.image_tags(result(prefix="127.0.0.1:5000/team/"), SHA, "main")
+    assert tags["api"] == ["0.1.0", "git-8d66537", "main"]
+
+
+@pytest.mark.parametrize(("branch", "tag"), [
+    ("main", "main"),
+    ("feature/x", "feature-x"),
+    ("feature//x y", "feature-x-y"),
+    ("-weird", "weird"),
+    ("..-.x", "x"),
+    ("refs/heads/dev", "dev"),
+    ("fix_ünïcode", "fix_-n-code"),
+    ("Release_2024.Q1", "Release_2024.Q1"),
+    # never mistaken for another kind of tag
+    ("latest", "branch-latest"),
+    ("LATEST", "branch-LATEST"),
+    ("0.1.0", "branch-0.1.0"),
+    ("v2-rewrite", "branch-v2-rewrite"),
+    ("git-8d66537", "branch-git-8d66537"),
+    ("git-8d66537-dirty", "branch-git-8d66537-dirty"),
+    ("github-actions", "github-actions"),
+])
+def test_branch_tags(branch, tag):
+    assert registry.branch_tag(branch) == tag
+
+
+@pytest.mark.parametrize("branch", ["", "   ", "///", "-", "...", "HEAD"])
+def test_branches_that_give_no_tag(branch):
+    assert registry.branch_tag(branch) is None
+
+
+def test_long_branch_is_cut_to_128_with_a_hash_that_keeps_two_long_branches_apart():
+    a, b = "feature/" + "a" * 200, "feature/" + "a" * 199 + "b"
+    ta, tb = registry.branch_tag(a), registry.branch_tag(b)
+    assert len(ta) == len(tb) == 128
+    assert DOCKER_TAG.fullmatch(ta) and DOCKER_TAG.fullmatch(tb)
+    assert ta != tb
+    assert ta.startswith("feature-aaaa")
+    assert registry.branch_tag("x" * 128) == "x" * 128  # exactly the limit: unchanged
+
+
+@given(st.text(max_size=300))
+def test_any_branch_gives_a_valid_tag_or_none_and_never_latest(branch):
+    tag = registry.branch_tag(branch)
+    assert tag is None or (DOCKER_TAG.fullmatch(tag) and tag.lower() != "latest")
+
+
+@given(st.text(max_size=300), st.sampled_from([SHA, SHA + "-dirty", "unknown"]))
+def test_never_latest_and_every_tag_valid(branch, revision):
+    for tags in registry.image_tags(result(), revision, branch).values():
+        assert "latest" not in [t.lower() for t in tags]
+        assert all(DOCKER_TAG.fullmatch(t) for t in tags)
+        assert len(tags) == len(set(tags))
+
+
+def test_a_latest_version_is_refused():
+    with pytest.raises(registry.RegistryError, match="never latest"):
+        registry.image_tags(result({"api": "iot/api:latest"}), SHA, "main")
+
+
+def test_split_reference():
+    assert registry.split_reference("127.0.0.1:5000/iot/api:0.1.0") == ("127.0.0.1:5000/iot/api", "0.1.0")
+    with pytest.raises(registry.RegistryError, match="no tag"):
+        registry.split_reference("127.0.0.1:5000/iot/api")
+
+
+# -- git branch: checkout, else the CI's variables ------------------------------------------------------
+def test_git_branch_falls_back_to_github_variables(tmp_path):
+    not_a_repo = tmp_path
+    assert registry.git_branch(not_a_repo, environ={}) is None
+    assert registry.git_branch(not_a_repo, environ={"GITHUB_HEAD_REF": "feature/pr"}) == "feature/pr"
+    assert registry.git_branch(not_a_repo, environ={"GITHUB_REF_TYPE": "branch", "GITHUB_REF_NAME": "main"}) == "main"
+    assert registry.git_branch(not_a_repo, environ={"GITHUB_REF_TYPE": "tag", "GITHUB_REF_NAME": "v1.0"}) is None
+
+
+# -- the plan: source image, revision from its label ------------------------------------------------------
+def fake_inspect(present: dict[str, dict]):
+    return lambda ref: present.get(ref)
+
+
+def labelled(rev, image_id="sha256:" + "ab" * 32):
+    return {"id": image_id, "labels": {registry.REVISION_LABEL: rev}}
+
+
+def test_plan_prefers_the_image_built_for_the_registry_then_the_plain_one():
+    prefix = "127.0.0.1:5000/"
+    present = {"127.0.0.1:5000/iot/api:0.1.0": labelled(SHA), "iot/simulator:0.1.0": labelled(SHA),
+               "iot/device:0.1.0": labelled(SHA), "iot/api:0.1.0": labelled("f" * 40)}
+    plans = registry.plan(result(prefix=prefix), prefix, branch="main", inspect=fake_inspect(present),
+                          head=lambda: SHA, progress=lambda m: None)
+    by = {p.name: p for p in plans}
+    assert by["api"].source == "127.0.0.1:5000/iot/api:0.1.0"
+    assert by["simulator"].source == "iot/simulator:0.1.0"
+    assert by["api"].targets == ["127.0.0.1:5000/iot/api:0.1.0", "127.0.0.1:5000/iot/api:git-8d66537",
+                                 "127.0.0.1:5000/iot/api:main"]
+
+
+def test_plan_sha_tag_comes_from_the_image_label_and_says_when_it_differs_from_the_checkout():
+    old = "0123456789abcdef0123456789abcdef01234567"
+    present = {"iot/api:0.1.0": labelled(old), "iot/simulator:0.1.0": labelled(SHA + "-dirty"),
+               "iot/device:0.1.0": {"id": "sha256:" + "cd" * 32, "labels": {}}}
+    said = []
+    plans = registry.plan(result(prefix="r.example:5000/"), "r.example:5000/", branch="main",
+                          inspect=fake_inspect(present), head=lambda: SHA, progress=said.append)
+    by = {p.name: p for p in plans}
+    assert by["api"].tags == ("0.1.0", "git-0123456", "main")
+    assert by["simulator"].tags == ("0.1.0", "git-8d66537-dirty", "main")
+    assert by["device"].tags == ("0.1.0", "git-8d66537", "main")  # no label: the checkout's revision
+    assert any("iot/api:0.1.0 was built from 0123456789ab" in m for m in said)
+    assert not any("iot/simulator" in m and "built from" in m for m in said)
+
+
+def test_plan_names_every_image_that_is_not_built():
+    present = {"iot/api:0.1.0": labelled(SHA)}
+    with pytest.raises(registry.RegistryError, match=r"not built here: iot/simulator:0.1.0, iot/device:0.1.0: build"):
+        registry.plan(result(), "", branch="main", inspect=fake_inspect(present), head=lambda: SHA,
+                      progress=lambda m: None)
+
+
+def test_plan_in_a_dry_run_shows_images_not_built_yet():
+    plans = registry.plan(result(), "", branch="main", inspect=fake_inspect({}), head=lambda: SHA,
+                          progress=lambda m: None, dry=True)
+    assert [p.source for p in plans] == list(IMAGES.values())
+
+
+def test_dry_tag_and_push_print_every_command_and_run_nothing(monkeypatch):
+    def boom(*a, **k):
+        raise AssertionError("nothing may run in a dry run")
+
+    monkeypatch.setattr(registry.subprocess, "Popen", boom)
+    monkeypatch.setattr(registry.subprocess, "run", boom)
+    plans = [registry.ImagePlan("api", "iot/api:0.1.0", "127.0.0.1:5999/iot/api", ("0.1.0", "git-8d66537", "main"), SHA)]
+    said = []
+    registry.push(plans, "127.0.0.1:5999/", progress=said.append, dry=True)
+    commands = [m for m in said if m.startswith("$ ")]
+    assert commands == [
+        "$ docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:0.1.0",
+        "$ docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:git-8d66537",
+        "$ docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:main",
+        "$ docker push 127.0.0.1:5999/iot/api:0.1.0",
+        "$ docker push 127.0.0.1:5999/iot/api:git-8d66537",
+        "$ docker push 127.0.0.1:5999/iot/api:main",
+    ]
+
+
+def test_a_failing_command_is_one_line_with_its_last_output_line():
+    with pytest.raises(registry.RegistryError) as exc:
+        registry.run(["sh", "-c", "echo first; echo 'denied: no way' >&2; exit 3"], progress=lambda m: None,
+                     echo_output=False)
+    assert str(exc.value) == "`sh -c 'echo first; echo '\"'\"'denied: no way'\"'\"' >&2; exit 3'` failed (exit 3): denied: no way"
+
+
+def test_a_stalled_command_is_ended_by_its_timeout():
+    with pytest.raises(registry.RegistryError, match="did not finish within 0 s"):
+        registry.run(["sleep", "30"], progress=lambda m: None, timeout=0.3)
+
+
+# -- reaching a registry -----------------------------------------------------------------------------------
+def closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_loopback_registry_says_which_and_how_to_start_one():
+    port = closed_port()
+    with pytest.raises(registry.RegistryError) as exc:
+        registry.check_registry(f"127.0.0.1:{port}/")
+    message = str(exc.value)
+    assert message.startswith(f"registry 127.0.0.1:{port} is unreachable (")
+    assert f"./iot registry.start --port {port}" in message
+    assert "\n" not in message
+
+
+def test_empty_registry_is_refused():
+    with pytest.raises(registry.RegistryError, match="no registry to push to"):
+        registry.check_registry("")
+
+
+def test_something_that_is_not_a_registry_is_named():
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(registry.RegistryError, match="answers but is not a Docker registry"):
+            registry.check_registry(f"127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize(("given_", "prefix", "host", "loopback"), [
+    ("127.0.0.1:5000", "127.0.0.1:5000/", "127.0.0.1:5000", True),
+    ("localhost:5000/team/", "localhost:5000/team/", "localhost:5000", True),
+    ("registry.example.com/", "registry.example.com/", "registry.example.com", False),
+    ("[::1]:5000/", "[::1]:5000/", "[::1]:5000", True),
+    ("", "", "", False),
+])
+def test_prefix_host_loopback(given_, prefix, host, loopback):
+    assert registry.normalize_prefix(given_) == prefix
+    assert registry.registry_host(given_) == host
+    assert registry.is_loopback(host) is loopback
+
+
+# -- the local registry's config and refusals -------------------------------------------------------------
+def test_local_registry_config_listens_on_loopback_only_and_stores_in_the_data_dir(tmp_path):
+    config = yaml.safe_load(registry.registry_config(5123, tmp_path / "data"))
+    assert config["http"]["addr"] == "127.0.0.1:5123"
+    assert config["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "data")
+    assert "auth" not in config  # Debian's default config has htpasswd auth: not ours
+
+
+def test_local_registry_refuses_a_non_loopback_address(tmp_path):
+    with pytest.raises(registry.RegistryError, match="loopback only"):
+        registry.start_local_registry(5000, state_dir=tmp_path, host="0.0.0.0", dry=True)
+
+
+def test_stop_without_a_pid_file_is_not_an_error(tmp_path):
+    said = []
+    assert registry.stop_local_registry(tmp_path, progress=said.append) is False
+    assert "no local registry to stop" in said[0]
+
+
+def test_stop_never_signals_a_pid_that_is_not_a_registry(tmp_path):
+    import os
+
+    (tmp_path / "registry.pid").write_text(f"{os.getpid()}\n")  # this pytest process
+    with pytest.raises(registry.RegistryError, match="not docker-registry"):
+        registry.stop_local_registry(tmp_path, progress=lambda m: None)
+
+
+def test_stale_pid_file_is_removed(tmp_path):
+    import subprocess
+
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    (tmp_path / "registry.pid").write_text(f"{proc.pid}\n")
+    assert registry.stop_local_registry(tmp_path, progress=lambda m: None) is False
+    assert not (tmp_path / "registry.pid").exists()
