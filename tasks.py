@@ -10,7 +10,8 @@ from invoke import Collection, Exit, task
 from ops import commands
 
 LAYERS = {"unit": "tests/unit", "integration": "tests/integration", "e2e": "tests/e2e"}
-ENV_HELP = "environment: a values file in stacks/values/ (dev, test, prod; default dev)"
+ENV_HELP = ("environment: a values file in stacks/values/ (dev, test, prod); default: the config's iot.env "
+            "(dev; set it in invoke.yaml or with INVOKE_IOT_ENV)")
 SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
 
 
@@ -26,9 +27,15 @@ def _clear_errors():
         raise Exit(f"error: {exc}", code=1) from None
 
 
+def _env(c, env, default_key="env"):
+    """The environment given, else the config's (invoke.yaml `iot: {env: …}`, INVOKE_IOT_ENV)."""
+    return env or c.config.iot[default_key]
+
+
 def _prepare(c, env, sets, need_engine=True):
     from ops import render, stack
 
+    env = _env(c, env)
     with _clear_errors():
         return stack.prepare(env, render.parse_overrides(sets or []), dry=c.config.run.dry,
                              need_engine=need_engine)
@@ -55,8 +62,13 @@ def test(c, layer=None, k=None, verbose=False, exitfirst=False):
 
 @task
 def lint(c):
-    """Check the Python code with ruff."""
-    c.run(commands.ruff(["api", "simulator", "device", "tests", "ops", "stacks", "tasks.py"]))
+    """Check the Python code (ruff), the CI workflows (actionlint), every Dockerfile (hadolint) and every
+    shell script (shellcheck). All of them run, so one pass shows every finding; any finding fails."""
+    checks = [("ruff", commands.ruff(["api", "simulator", "device", "tests", "ops", "stacks", "ci", "tasks.py"]))]
+    checks += [(name, commands.command_line(argv)) for name, argv in commands.config_linters()]
+    failed = [name for name, cmd in checks if c.run(cmd, warn=True, pty=False).failed]
+    if failed:
+        raise Exit(f"lint: {', '.join(failed)} reported problems (see above)", code=1)
 
 
 @task(help={
@@ -112,14 +124,14 @@ def bench(c, seconds=10.0, workers=2, out="build/bench/results.json"):
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
-def render(c, env="dev", set=None):  # noqa: A002 - the option is --set
+def render(c, env=None, set=None):  # noqa: A002 - the option is --set
     """Render the Compose, autotest and Swarm files of an environment into build/ENV/."""
     stack = _prepare(c, env, set, need_engine=False)
     print("\n".join(stack.result.lines()))
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "no_cache": "rebuild every layer"}, iterable=["set"])
-def build(c, env="dev", set=None, no_cache=False):
+def build(c, env=None, set=None, no_cache=False):
     """Build the api and simulator images (Compose, BuildKit) and the device image of an environment."""
     from ops import images
 
@@ -134,7 +146,7 @@ def build(c, env="dev", set=None, no_cache=False):
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "simulator": "also start the simulator (default on)",
             "build": "build the images first (default on)"}, iterable=["set"])
-def up(c, env="dev", set=None, simulator=True, build=True):
+def up(c, env=None, set=None, simulator=True, build=True):
     """Run the stack locally (installs the engine and Compose if missing) and print its URLs."""
     from ops import stack as stacks
 
@@ -154,7 +166,7 @@ def up(c, env="dev", set=None, simulator=True, build=True):
 
 
 @task(help={"env": ENV_HELP, "volumes": "also delete the data volumes (InfluxDB, Grafana)"})
-def down(c, env="dev", volumes=False):
+def down(c, env=None, volumes=False):
     """Stop and remove the stack's containers; data volumes are kept unless --volumes."""
     stack = _prepare(c, env, [], need_engine=False)
     args = ["down", "--remove-orphans"] + (["--volumes"] if volumes else [])
@@ -162,7 +174,7 @@ def down(c, env="dev", volumes=False):
 
 
 @task(help={"env": ENV_HELP, "service": "only this service", "follow": "keep following"})
-def logs(c, env="dev", service=None, follow=False):
+def logs(c, env=None, service=None, follow=False):
     """Show the stack's logs."""
     stack = _prepare(c, env, [], need_engine=False)
     args = ["logs", "--no-color"] + (["--follow"] if follow else []) + ([service] if service else [])
@@ -170,16 +182,16 @@ def logs(c, env="dev", service=None, follow=False):
 
 
 @task(help={"env": ENV_HELP})
-def ps(c, env="dev"):
+def ps(c, env=None):
     """List the stack's containers and their health."""
     stack = _prepare(c, env, [], need_engine=False)
     c.run(stack.compose("ps", "--all", profiles=("simulator",)), env=stack.run_env(), pty=False)
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
-def autotest(c, env="test", set=None):
+def autotest(c, env=None, set=None):
     """Run the autotest file: its `sut` service checks the stack end to end; its exit code is the verdict."""
-    stack = _prepare(c, env, set)
+    stack = _prepare(c, _env(c, env, "autotest_env"), set)
     run_env = stack.run_env()
     try:
         result = c.run(stack.compose("up", "--build", "--abort-on-container-exit", "--exit-code-from", "sut",
@@ -217,7 +229,8 @@ images_ns = Collection("images")
 images_ns.add_task(bootstrap)
 
 ns = Collection(test, lint, api, simulate, bench, engine, render, build, up, down, logs, ps, autotest, images_ns)
-ns.configure({"run": {"echo": True}})
+# Defaults, overridable the pyinvoke way: invoke.yaml (`iot: {env: prod}`) or INVOKE_IOT_ENV=prod.
+ns.configure({"run": {"echo": True}, "iot": {"env": "dev", "autotest_env": "test"}})
 
 
 # -- publishing: tag, push, and a local registry to push to -------------------------------------------
@@ -234,6 +247,7 @@ def _publish_plan(c, env, sets, registry, check_registry=False):
     from ops import registry as registries
     from ops import render
 
+    env = _env(c, env)
     sets = list(sets or [])
     if registry is not None:
         sets.append(f"registry={registries.normalize_prefix(registry)}")
@@ -247,7 +261,7 @@ def _publish_plan(c, env, sets, registry, check_registry=False):
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])
-def tag(c, env="dev", set=None, registry=None):  # noqa: A002 - the option is --set
+def tag(c, env=None, set=None, registry=None):  # noqa: A002 - the option is --set
     """Tag the built images for the registry: version, git-<sha7> (-dirty if built from a dirty tree), branch."""
     from ops import registry as registries
 
@@ -257,7 +271,7 @@ def tag(c, env="dev", set=None, registry=None):  # noqa: A002 - the option is --
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])
-def push(c, env="dev", set=None, registry=None):  # noqa: A002 - the option is --set
+def push(c, env=None, set=None, registry=None):  # noqa: A002 - the option is --set
     """Tag and push the built images to the registry (checks first that it answers); never `latest`."""
     from ops import registry as registries
 
