@@ -67,9 +67,10 @@ def prepare(env: str, overrides: dict | None = None, progress: Progress = print,
         engine.ensure_engine(progress, dry=dry)
         overrides = choose_bases(env, overrides, progress)
     result = render.render(env, overrides=overrides)
-    if need_engine and render.load_values(env, overrides)["bases"]["mode"] == "offline":
-        bases = render.load_values(env, overrides)["bases"]["offline"]
-        images.bootstrap(python_tag=bases["python"], influxdb_tag=bases["influxdb"], progress=progress, dry=dry)
+    bases = render.load_values(env, overrides)["bases"]
+    if need_engine and bases["mode"] == "offline":
+        offline = bases["offline"]
+        images.bootstrap(python_tag=offline["python"], influxdb_tag=offline["influxdb"], progress=progress, dry=dry)
     return Stack(result)
 
 
