@@ -138,3 +138,18 @@ def test_autotest_fails_with_a_broken_write_path(offline_bases, tmp_path, docker
     finally:
         compose(prepared, "down", "--volumes", "--remove-orphans", target="autotest.yaml", check=False)
         docker("rmi", "-f", api_tag, prepared.result.images["simulator"], check=False)
+
+
+def test_no_secret_in_rendered_files_or_container_environments(test_stack, docker):
+    """Secrets reach the services as files (/run/secrets, *_FILE): never in a rendered file or in
+    what `docker inspect` shows of a running container."""
+    prepared, _ = test_stack
+    values = [(ROOT / "secrets" / ENV / name).read_text().strip() for name in secrets.ALL]
+    rendered = "".join(path.read_text() for path in prepared.result.files.values())
+    containers = compose(prepared, "ps", "--quiet").stdout.split()
+    assert containers, "the stack is not running"
+    inspected = docker("inspect", *containers)
+    for value in values:
+        assert value not in rendered
+        assert value not in inspected
+    assert "/run/secrets/api_tokens" in inspected  # the api does get its tokens, as a file
