@@ -38,6 +38,11 @@ TEMPLATES_DIR = STACKS / "templates"
 DEFAULTS = "defaults"
 SUT_SCRIPT = STACKS / "autotest" / "sut.py"
 SERVICE_DIRS = {"api": ROOT / "api", "simulator": ROOT / "simulator", "device": ROOT / "device"}
+# Grafana's provisioning: datasources/*.yaml and dashboards/ (provider.yaml + *.json), mounted under
+# GRAFANA_PROVISIONING_TARGET/<folder>/ (a bind mount per folder in compose, a config per file in Swarm).
+GRAFANA_PROVISIONING = ROOT / "grafana-provisioning"
+GRAFANA_PROVISIONING_TARGET = "/etc/grafana/provisioning"
+GRAFANA_FOLDERS = {"datasources": "datasource", "dashboards": "dashboard"}  # folder -> config name part
 
 # target file -> template
 TARGETS = {"compose.yaml": "compose.yaml.j2", "autotest.yaml": "autotest.yaml.j2", "stack.yaml": "stack.yaml.j2"}
@@ -266,7 +271,8 @@ SCHEMA: dict = {
         "data_dir": _match(r"/\S*", "an absolute path"), "published_port": _nullable(_PORT), "auth": _bool,
         "users": {"admin": _IDENT, "writer": _IDENT, "reader": _IDENT}, "deploy": _DEPLOY,
     },
-    "grafana": {"port": _PORT, "published_port": _PORT, "admin_user": _IDENT, "deploy": _DEPLOY},
+    "grafana": {"port": _PORT, "published_port": _PORT, "admin_user": _IDENT, "anonymous_viewers": _bool,
+                "deploy": _DEPLOY},
     "simulator": {"devices": _int(1, 100_000), "interval": _number_text(0, inclusive=True),
                   "types": _match(r"[A-Za-z0-9_:.,-]+", "a comma-separated list of reading types")},
     "autotest": {"devices": _int(1, 1000), "count": _int(1, 9_999), "timeout": _int(10, 3600),
@@ -452,6 +458,7 @@ class RenderResult:
     urls: dict[str, str]              # what `up` prints: api, grafana (when in the stack)
     secrets: dict[str, Path]          # secret name -> file (values never read here)
     swarm_secret_names: dict[str, str] = field(default_factory=dict)  # name -> <stack>_<name>_<hash>
+    swarm_config_names: dict[str, str] = field(default_factory=dict)  # Grafana provisioning configs, same form
     grafana: bool = True              # Grafana in compose.yaml and stack.yaml
 
     def lines(self) -> list[str]:
@@ -513,6 +520,9 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
 
     hashes = {name: secrets_mod.content_hash(path) for name, path in secret_paths.items()}
     swarm_names = {name: f"{stack_name}_{name}_{digest}" for name, digest in sorted(hashes.items())}
+    provisioning = grafana_provisioning_files() if grafana else []
+    config_names = {c["key"]: f"{stack_name}_{c['key']}_{secrets_mod.content_hash(c['path'])}"
+                    for c in provisioning}
 
     ctx_common = {
         "env": env,
@@ -521,6 +531,7 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
         "grafana_on": grafana,
         "build_args": {"BASE_IMAGE": bases["python"], "VERSION": version},
         "secret_names": swarm_names,
+        "grafana_provisioning_target": GRAFANA_PROVISIONING_TARGET,
     }
     files: dict[str, Path] = {}
     jenv = _environment()
@@ -531,7 +542,10 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
         ctx.update({
             "target": target,
             "compose_project": f"{project}-autotest" if target == "autotest.yaml" else project,
-            "path": dict(rel, sut=_relpath(SUT_SCRIPT, out_dir)),
+            "path": dict(rel, sut=_relpath(SUT_SCRIPT, out_dir), grafana=_relpath(GRAFANA_PROVISIONING, out_dir)),
+            "grafana_folders": sorted(GRAFANA_FOLDERS),
+            "grafana_configs": [{"key": c["key"], "name": config_names[c["key"]], "target": c["target"],
+                                 "file": _relpath(c["path"], out_dir)} for c in provisioning],
             "secret_file": {name: _relpath(path, out_dir) for name, path in secret_paths.items()},
             "header": _header(env, template_name, overrides),
         })
@@ -550,7 +564,20 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
     return RenderResult(
         env=env, out_dir=out_dir, files=files, notes=notes, images=images, bases=bases,
         build_args=dict(ctx_common["build_args"]), project=project, autotest_project=f"{project}-autotest",
-        stack_name=stack_name, urls=urls, secrets=secret_paths, swarm_secret_names=swarm_names, grafana=grafana)
+        stack_name=stack_name, urls=urls, secrets=secret_paths, swarm_secret_names=swarm_names, grafana=grafana,
+        swarm_config_names=config_names)
+
+
+def grafana_provisioning_files() -> list[dict]:
+    """Every file Grafana reads from grafana-provisioning/ (datasources/*.yaml, dashboards/*.yaml and
+    *.json), sorted: key (the Swarm config name without stack and hash), path, target in the container."""
+    out = []
+    for folder, part in sorted(GRAFANA_FOLDERS.items()):
+        for path in sorted((GRAFANA_PROVISIONING / folder).iterdir()):
+            if path.is_file() and path.suffix in (".yaml", ".yml", ".json"):
+                out.append({"key": f"gf_{part}_{path.stem}", "path": path,
+                            "target": f"{GRAFANA_PROVISIONING_TARGET}/{folder}/{path.name}"})
+    return out
 
 
 def _header(env: str, template_name: str, overrides: Mapping[str, Any] | None) -> str:

@@ -1,0 +1,244 @@
+"""Every query of every provisioned Grafana dashboard, run against a real InfluxDB filled by the real
+api from a simulator run.
+
+Grafana itself cannot run on these machines (no Debian package, no registry to pull its image from),
+so what Grafana would send is reproduced here: its macros expanded the way its InfluxDB (InfluxQL)
+datasource expands them -- `$timeFilter` as a relative range (`time >= now() - 1h`, the browser's
+form) and as the absolute millisecond range the backend sends (`time > Xms and time < Yms`),
+`$__interval` / `$__interval_ms`, and the multi-value variables `$type` / `$sensor` in a regex with
+one value (`temp`, regex-escaped), several (`(a|b)`), and All (the variable's allValue `.*`). Each
+panel must return the series it is drawn from: non-empty, with the columns (and group-by tags) the
+panel's alias, transformations and overrides refer to. Panels repeated over a variable run with each
+single value, as Grafana repeats them. A typo in a query fails (shown by a broken copy below).
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+DASHBOARDS = ROOT / "grafana-provisioning" / "dashboards"
+TYPES = ["temp", "humidity", "pressure"]
+DEVICES = 4
+COUNT = 5
+PREFIX = "graf-"
+SENSORS = [f"{PREFIX}{i:04d}" for i in range(1, DEVICES + 1)]
+STALE = "stale-0001"  # one temp reading 30 minutes old, through the api: not "active", still "seen"
+
+# What each panel draws: (dashboard uid, panel title) -> columns of every series, the tags it is grouped
+# by (the alias `$tag_x` and the merge transformations need them), and how to count its series.
+EXPECT = {
+    ("iot-overview", "Active sensors (last 5 min)"): {"columns": ["time", "sensors"], "tags": []},
+    ("iot-overview", "Readings in range"): {"columns": ["time", "readings"], "tags": []},
+    ("iot-overview", "Readings per minute"): {"columns": ["time", "readings"], "tags": ["type"]},
+    ("iot-overview", "$type per sensor"): {"columns": ["time", "mean"], "tags": ["sensor_id"]},
+    ("iot-overview", "Latest value per sensor"): {"columns": ["time", "value"], "tags": ["sensor_id", "type"]},
+    ("iot-overview", "Top 10 sensors by readings"): {"columns": ["time", "readings", "sensor_id"], "tags": []},
+    ("iot-overview", "Time since last seen"): {"columns": ["time", "last"], "tags": ["sensor_id"]},
+    ("iot-service-health", "Newest point"): {"columns": ["time", "value"], "tags": []},
+    ("iot-service-health", "Series in range"): {"columns": ["time", "series"], "tags": []},
+    ("iot-service-health", "Sensors per type"): {"columns": ["time", "sensors"], "tags": ["type"]},
+    ("iot-service-health", "Write rate (points per minute)"): {"columns": ["time", "points"], "tags": []},
+    ("iot-service-health", "Points per type"): {"columns": ["time", "points"], "tags": ["type"]},
+}
+
+
+# -- Grafana's macro expansion (InfluxQL datasource) ------------------------------------------------
+def escape_regex(value: str) -> str:
+    """Grafana's escapeRegex (@grafana/data), used for values substituted inside /.../."""
+    return re.sub(r"[\\^$*+?.()|[\]{}/]", lambda m: "\\" + m.group(0), value)
+
+
+def format_var(values: list[str] | str) -> str:
+    """A multi/includeAll variable in a regex: All -> allValue `.*`, one value escaped, several `(a|b)`."""
+    if values == "All":
+        return ".*"
+    if len(values) == 1:
+        return escape_regex(values[0])
+    return "(" + "|".join(escape_regex(v) for v in values) + ")"
+
+
+def expand(query: str, variables: dict[str, list[str] | str], time_filter: str,
+           interval: str = "10s", interval_ms: int = 10_000) -> str:
+    out = query.replace("$timeFilter", time_filter)
+    out = out.replace("$__interval_ms", str(interval_ms)).replace("$__interval", interval)
+    for name in sorted(variables, key=len, reverse=True):
+        out = re.sub(r"\$\{" + name + r"(:regex)?\}|\$" + name + r"\b", lambda _m, n=name: format_var(variables[n]),
+                     out)
+    assert not re.search(r"\$[A-Za-z_{]", out), f"unexpanded macro left in {out}"
+    return out
+
+
+def time_filters() -> dict[str, str]:
+    now_ms = int(time.time() * 1000)
+    return {"relative": "time >= now() - 1h",
+            "absolute": f"time > {now_ms - 3_600_000}ms and time < {now_ms + 60_000}ms"}
+
+
+# Variable selections every query runs with: one value, several, All.
+SELECTIONS = {
+    "one": {"type": ["temp"], "sensor": [SENSORS[0]]},
+    "several": {"type": ["temp", "humidity"], "sensor": SENSORS[:2]},
+    "all": {"type": "All", "sensor": "All"},
+}
+
+
+def load_dashboards() -> dict[str, dict]:
+    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
+
+
+def panel_cases() -> list[tuple[str, str, dict]]:
+    cases = []
+    for name, board in load_dashboards().items():
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                cases.append((name, panel["title"], target["refId"]))
+    return cases
+
+
+# -- data: the real api, filled by the simulator --------------------------------------------------
+@pytest.fixture(scope="module")
+def filled(influxdb):
+    """One database for the module: api + simulator run (DEVICES x TYPES x COUNT) + one stale reading."""
+    from harness import ApiServer
+
+    db = "grafana_" + uuid.uuid4().hex[:12]
+    api = ApiServer(influxdb.url, db)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "iot_simulator", "--url", api.url, "--devices", str(DEVICES), "--count",
+             str(COUNT), "--interval", "0", "--types", ",".join(TYPES), "--sensor-prefix", PREFIX, "--json"],
+            capture_output=True, text=True, timeout=120, check=False)
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["stored"] == DEVICES * COUNT * len(TYPES)
+        stale_ts = (datetime.now(UTC) - timedelta(minutes=30)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        status, _, body = api.post("/data", {"ts": stale_ts, "type": "temp", "value": 21.5, "sensor_id": STALE})
+        assert status == 201, body
+    finally:
+        api.stop()
+    return influxdb, db
+
+
+def run(filled, query: str) -> list[dict]:
+    influx, db = filled
+    return influx.query(query, db=db)
+
+
+def check_series(series: list[dict], expect: dict, what: str) -> None:
+    assert series, f"{what}: no series"
+    for s in series:
+        assert s["columns"] == expect["columns"], f"{what}: columns {s['columns']}"
+        assert sorted(s.get("tags") or {}) == sorted(expect["tags"]), f"{what}: tags {s.get('tags')}"
+        assert s["values"], f"{what}: a series without rows"
+
+
+# -- the tests ------------------------------------------------------------------------------------
+def test_every_panel_has_an_expectation():
+    """A new panel cannot slip through without saying what it must return."""
+    assert {(json.loads((DASHBOARDS / n).read_text())["uid"], t) for n, t, _ in panel_cases()} == set(EXPECT)
+
+
+@pytest.mark.parametrize("selection", sorted(SELECTIONS))
+@pytest.mark.parametrize("time_form", ["relative", "absolute"])
+@pytest.mark.parametrize(("board_file", "title", "ref"), panel_cases())
+def test_panel_query_returns_its_series(filled, board_file, title, ref, selection, time_form):
+    board = load_dashboards()[board_file]
+    panel = next(p for p in board["panels"] if p["title"] == title)
+    target = next(t for t in panel["targets"] if t["refId"] == ref)
+    assert target["datasource"]["uid"] == panel["datasource"]["uid"] == "iot-influxdb"
+    assert target["rawQuery"] is True and target["resultFormat"] in ("time_series", "table")
+    variables = dict(SELECTIONS[selection])
+    repeats = [[v] for v in (TYPES if variables["type"] == "All" else variables["type"])] \
+        if panel.get("repeat") == "type" else [variables["type"]]
+    for value in repeats:  # a repeated panel: one copy per value of its variable
+        q = expand(target["query"], dict(variables, type=value), time_filters()[time_form])
+        series = run(filled, q)
+        check_series(series, EXPECT[(board["uid"], title)], f"{title} [{q}]")
+        _check_content(board["uid"], title, series, dict(variables, type=value))
+
+
+def _selected(variables: dict, name: str, every: list[str]) -> list[str]:
+    return every if variables[name] == "All" else variables[name]
+
+
+def _check_content(uid: str, title: str, series: list[dict], variables: dict) -> None:
+    """The numbers, where the simulator run makes them exact."""
+    types = _selected(variables, "type", TYPES)
+    sensors = _selected(variables, "sensor", SENSORS + [STALE])
+    fresh = [s for s in sensors if s != STALE]
+    stale_in = STALE in sensors and "temp" in types
+    if title == "Active sensors (last 5 min)":
+        assert series[0]["values"][0][1] == len(fresh)  # the 30-minute-old sensor is not active
+    elif title == "Readings in range":
+        assert series[0]["values"][0][1] == len(fresh) * len(types) * COUNT + stale_in
+    elif title == "$type per sensor":
+        assert {s["tags"]["sensor_id"] for s in series} == set(fresh) | ({STALE} if stale_in else set())
+    elif title == "Latest value per sensor":
+        assert len(series) == len(fresh) * len(types) + stale_in
+    elif title == "Top 10 sensors by readings":
+        rows = series[0]["values"]
+        assert len(rows) == min(10, len(fresh) + stale_in)
+        assert {r[2] for r in rows} >= set(fresh) and all(r[1] == len(types) * COUNT for r in rows if r[2] != STALE)
+    elif title == "Time since last seen":
+        assert {s["tags"]["sensor_id"] for s in series} == set(fresh) | ({STALE} if stale_in else set())
+        stale = [s for s in series if s["tags"]["sensor_id"] == STALE]
+        assert all(s["values"][0][0] < min(f["values"][0][0] for f in series if f not in stale) for s in stale)
+    elif title == "Series in range":
+        assert series[0]["values"][0][1] == len(SENSORS) * len(TYPES) + 1
+    elif title == "Sensors per type":
+        counts = {s["tags"]["type"]: s["values"][0][1] for s in series}
+        assert counts == {t: len(SENSORS) + (t == "temp") for t in TYPES}
+
+
+@pytest.mark.parametrize("selection", sorted(SELECTIONS))
+def test_template_variable_queries_return_their_values(filled, selection):
+    for board in load_dashboards().values():
+        for var in board["templating"]["list"]:
+            assert var["datasource"]["uid"] == "iot-influxdb"
+            q = expand(var["query"], SELECTIONS[selection], time_filters()["relative"])
+            series = run(filled, q)
+            assert series and series[0]["columns"] == ["key", "value"], q
+            values = {row[1] for s in series for row in s["values"]}
+            if var["name"] == "type":
+                assert values == set(TYPES)
+            elif var["name"] == "sensor":  # filtered by $type
+                types = _selected(SELECTIONS[selection], "type", TYPES)
+                assert values == set(SENSORS) | ({STALE} if "temp" in types else set()), q
+            else:
+                pytest.fail(f"no expectation for template variable {var['name']}")
+
+
+def test_the_dashboards_have_variables_and_panels():
+    boards = {b["uid"]: b for b in load_dashboards().values()}
+    assert set(boards) == {"iot-overview", "iot-service-health"}
+    assert [v["name"] for v in boards["iot-overview"]["templating"]["list"]] == ["type", "sensor"]
+    assert len(panel_cases()) == len(EXPECT)
+
+
+def test_macro_expansion_matches_grafanas_forms():
+    q = 'SELECT x FROM "data" WHERE "type" =~ /^$type$/ AND "sensor_id" =~ /^$sensor$/ AND $timeFilter ' \
+        'GROUP BY time($__interval) LIMIT $__interval_ms'
+    got = expand(q, {"type": ["temp", "a.b"], "sensor": "All"}, "time >= now() - 1h")
+    assert got == ('SELECT x FROM "data" WHERE "type" =~ /^(temp|a\\.b)$/ AND "sensor_id" =~ /^.*$/ AND '
+                   'time >= now() - 1h GROUP BY time(10s) LIMIT 10000')
+    assert expand("/^$sensor$/", {"sensor": ["x/y"]}, "") == "/^x\\/y$/"
+
+
+@pytest.mark.parametrize("typo", [("last(", "lsat("), ('"sensor_id"', '"sensorid"'), ("FROM", "FORM")])
+def test_a_query_typo_fails_the_suite(filled, typo):
+    """A deliberately broken copy of a real panel query is caught (error or no series)."""
+    board = load_dashboards()["overview.json"]
+    panel = next(p for p in board["panels"] if p["title"] == "Time since last seen")
+    broken = panel["targets"][0]["query"].replace(*typo, 1)
+    assert broken != panel["targets"][0]["query"]
+    q = expand(broken, SELECTIONS["one"], time_filters()["relative"])
+    with pytest.raises((RuntimeError, AssertionError)):
+        check_series(run(filled, q), EXPECT[("iot-overview", "Time since last seen")], q)
