@@ -64,7 +64,8 @@ def test(c, layer=None, k=None, verbose=False, exitfirst=False):
 def lint(c):
     """Check the Python code (ruff), the CI workflows (actionlint), every Dockerfile (hadolint) and every
     shell script (shellcheck). All of them run, so one pass shows every finding; any finding fails."""
-    checks = [("ruff", commands.ruff(["api", "simulator", "device", "tests", "ops", "stacks", "ci", "tasks.py"]))]
+    python_paths = ["api", "simulator", "device", "tests", "ops", "stacks", "ci", "grafana-provisioning", "tasks.py"]
+    checks = [("ruff", commands.ruff(python_paths))]
     checks += [(name, commands.command_line(argv)) for name, argv in commands.config_linters()]
     failed = [name for name, cmd in checks if c.run(cmd, warn=True, pty=False).failed]
     if failed:
