@@ -116,13 +116,15 @@ def overview() -> dict:
             'GROUP BY "sensor_id", "type"', fmt="table")],
             "The newest reading of each sensor and type in the time range.",
             transformations=[{"id": "merge", "options": {}}]),
-        panel(6, "table", f"Top {TOP_N} sensors by readings", (8, 17, 8, 10), [target(
-            f'SELECT top("readings", "sensor_id", {TOP_N}) AS "readings" FROM (SELECT count("value") AS '
-            f'"readings" FROM {M} WHERE {FILTER} AND $timeFilter GROUP BY "sensor_id")', fmt="table")],
-            f"The {TOP_N} sensors that sent the most readings in the time range (the course's Flask "
-            "dashboard's top devices).",
+        panel(6, "table", f"Top {TOP_N} sensors: highest $type", (8, 17, 8, 10), [target(
+            f'SELECT top("max", "sensor_id", {TOP_N}) AS "value" FROM (SELECT max("value") FROM {M} '
+            f'WHERE {FILTER} AND $timeFilter GROUP BY "sensor_id")', fmt="table")],
+            f"The {TOP_N} sensors with the highest value of each type in the time range, one sensor once "
+            "(the course's Flask dashboard: top devices by feature value). One table per type (repeated "
+            "over $type): values of different types are not comparable.",
             transformations=[{"id": "organize", "options": {"excludeByName": {"Time": True}}},
-                             {"id": "sortBy", "options": {"sort": [{"field": "readings", "desc": True}]}}]),
+                             {"id": "sortBy", "options": {"sort": [{"field": "value", "desc": True}]}}],
+            repeat="type", repeatDirection="h", maxPerRow=3),
         panel(7, "table", "Time since last seen", (16, 17, 8, 10), [target(
             last_per_sensor, fmt="table")],
             "When each sensor last sent a reading (within the time range), stalest first.",

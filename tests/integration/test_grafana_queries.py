@@ -41,7 +41,7 @@ EXPECT = {
     ("iot-overview", "Readings per minute"): {"columns": ["time", "readings"], "tags": ["type"]},
     ("iot-overview", "$type per sensor"): {"columns": ["time", "mean"], "tags": ["sensor_id"]},
     ("iot-overview", "Latest value per sensor"): {"columns": ["time", "value"], "tags": ["sensor_id", "type"]},
-    ("iot-overview", "Top 10 sensors by readings"): {"columns": ["time", "readings", "sensor_id"], "tags": []},
+    ("iot-overview", "Top 10 sensors: highest $type"): {"columns": ["time", "value", "sensor_id"], "tags": []},
     ("iot-overview", "Time since last seen"): {"columns": ["time", "last"], "tags": ["sensor_id"]},
     ("iot-service-health", "Newest point"): {"columns": ["time", "value"], "tags": []},
     ("iot-service-health", "Series in range"): {"columns": ["time", "series"], "tags": []},
@@ -162,14 +162,14 @@ def test_panel_query_returns_its_series(filled, board_file, title, ref, selectio
         q = expand(target["query"], dict(variables, type=value), time_filters()[time_form])
         series = run(filled, q)
         check_series(series, EXPECT[(board["uid"], title)], f"{title} [{q}]")
-        _check_content(board["uid"], title, series, dict(variables, type=value))
+        _check_content(board["uid"], title, series, dict(variables, type=value), filled)
 
 
 def _selected(variables: dict, name: str, every: list[str]) -> list[str]:
     return every if variables[name] == "All" else variables[name]
 
 
-def _check_content(uid: str, title: str, series: list[dict], variables: dict) -> None:
+def _check_content(uid: str, title: str, series: list[dict], variables: dict, filled=None) -> None:
     """The numbers, where the simulator run makes them exact."""
     types = _selected(variables, "type", TYPES)
     sensors = _selected(variables, "sensor", SENSORS + [STALE])
@@ -183,10 +183,14 @@ def _check_content(uid: str, title: str, series: list[dict], variables: dict) ->
         assert {s["tags"]["sensor_id"] for s in series} == set(fresh) | ({STALE} if stale_in else set())
     elif title == "Latest value per sensor":
         assert len(series) == len(fresh) * len(types) + stale_in
-    elif title == "Top 10 sensors by readings":
-        rows = series[0]["values"]
-        assert len(rows) == min(10, len(fresh) + stale_in)
-        assert {r[2] for r in rows} >= set(fresh) and all(r[1] == len(types) * COUNT for r in rows if r[2] != STALE)
+    elif title == "Top 10 sensors: highest $type":
+        # Against an independent, plain query: each selected sensor's maximum of that one type.
+        (kind,) = types
+        chosen = "|".join(sensors)
+        maxima = run(filled, f'SELECT max("value") FROM "data" WHERE "type" = \'{kind}\' '
+                             f'AND "sensor_id" =~ /^({chosen})$/ GROUP BY "sensor_id"')
+        expected = sorted(((s["values"][0][1], s["tags"]["sensor_id"]) for s in maxima), reverse=True)[:10]
+        assert sorted(((r[1], r[2]) for r in series[0]["values"]), reverse=True) == expected
     elif title == "Time since last seen":
         assert {s["tags"]["sensor_id"] for s in series} == set(fresh) | ({STALE} if stale_in else set())
         stale = [s for s in series if s["tags"]["sensor_id"] == STALE]

@@ -142,7 +142,7 @@ def test_overview_has_what_the_issue_asks_for():
     board = dashboards()["overview.json"]
     titles = [p["title"] for p in board["panels"]]
     assert {"$type per sensor", "Latest value per sensor", "Readings per minute", "Active sensors (last 5 min)",
-            "Top 10 sensors by readings", "Time since last seen"} <= set(titles)
+            "Top 10 sensors: highest $type", "Time since last seen"} <= set(titles)
     for var in board["templating"]["list"]:
         assert var["multi"] and var["includeAll"], var["name"]
 
