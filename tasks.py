@@ -313,3 +313,291 @@ registry_ns.add_task(registry_stop, name="stop")
 ns.add_task(tag)
 ns.add_task(push)
 ns.add_collection(registry_ns)
+
+
+# -- Swarm: deploy with a convergence check, rollback, status, scale ---------------------------------------
+MACHINE_HELP = ("deploy to this Docker Machine node: runs `docker-machine env NAME` and uses its variables "
+                "(default: the docker CLI's target: local engine, DOCKER_CONTEXT, DOCKER_HOST=ssh://…)")
+
+
+def _swarm_target(c, machine):
+    """A Docker runner for the target; with --machine, its variables also go into this process's
+    environment (so that every docker command of the task, render's included, talks to that node)."""
+    from ops import swarm
+
+    with _swarm_errors():
+        extra = swarm.machine_env(machine) if machine else {}
+    os.environ.update(extra)
+    return swarm.Docker(env=extra, dry=c.config.run.dry)
+
+
+@contextmanager
+def _swarm_errors():
+    from ops import swarm
+
+    with _clear_errors():
+        try:
+            yield
+        except swarm.SwarmError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+
+
+def _stack_name(c, env, sets):
+    from ops import render
+
+    values = render.load_values(_env(c, env), render.parse_overrides(sets or []))
+    return f"{values['project']}-{_env(c, env)}", values["label_prefix"]
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "machine": MACHINE_HELP,
+            "timeout": "seconds to wait for every service to converge (default 300)",
+            "url": "api URL for the smoke test (default http://HOST:PUBLISHED_PORT, HOST from DOCKER_HOST)",
+            "smoke": "post a reading and read it back through the published port after converging (default on)"},
+      iterable=["set"])
+def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=True):  # noqa: A002 - --set
+    """Deploy the env's Swarm stack and check it: render, validate, deploy, wait for convergence, smoke test.
+
+    `docker stack deploy` exits 0 even when an update rolls back: this task waits until every service
+    has finished its update and runs its desired replicas healthy. On failure it rolls the stuck services
+    back, names them with their last task errors, and exits non-zero. Needs a swarm manager: see
+    `swarm.init` for a one-node swarm on this machine."""
+    from ops import render, secrets, swarm
+
+    docker = _swarm_target(c, machine)
+    local = swarm.is_local_target(os.environ)
+    sets = list(set or [])
+    with _swarm_errors():
+        nodes = swarm.ready_nodes(docker)
+        if nodes:  # host-mode ports on too few nodes: start-first could never place the new task
+            extra, notes = swarm.update_order_overrides(
+                render.load_values(_env(c, env), render.parse_overrides(sets)), nodes)
+            for note in notes:
+                print(f"note: {note}")
+            sets += [f"{k}={v}" for k, v in extra.items() if not any(x.startswith(k + "=") for x in sets)]
+    prepared = _prepare(c, env, sets, need_engine=local)
+    result = prepared.result
+    with _swarm_errors():
+        values = render.load_values(result.env, render.parse_overrides(sets))
+        placements = values["influxdb"]["deploy"]["placement"] + values["api"]["deploy"]["placement"]
+        if result.grafana:
+            placements += values["grafana"]["deploy"]["placement"]
+        grafana_files = {g["key"]: g["path"] for g in render.grafana_provisioning_files()} if result.grafana else {}
+        plan = swarm.DeployPlan(
+            stack=result.stack_name, stack_file=result.files["stack.yaml"],
+            secrets={name: result.secrets[key] for key, name in result.swarm_secret_names.items()},
+            configs={name: grafana_files[key] for key, name in result.swarm_config_names.items() if key in grafana_files},
+            node_labels=swarm.label_constraints(placements),
+            api_url=(url or f"http://{swarm.published_host(os.environ)}:{values['api']['published_port']}").rstrip("/"),
+            write_token_file=result.secrets[secrets.SIMULATOR_TOKEN], read_token_file=result.secrets[secrets.API_READ_TOKEN],
+            external_secrets=values["swarm"]["secrets"] == "external", label_prefix=values["label_prefix"],
+            timeout=float(timeout), smoke=smoke)
+        states = swarm.deploy(plan, docker)
+    if states:
+        print(swarm.table(states))
+        print(f"deployed {plan.stack}: every service converged" + (", smoke test passed" if smoke else "")
+              + f"; api: {plan.api_url}")
+
+
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP,
+            "service": "only this service, e.g. api (repeatable; default: every service with a previous spec)"},
+      iterable=["service"])
+def rollback(c, env=None, machine=None, service=None):
+    """Roll services of the env's stack back to their previous spec (`docker service rollback`)."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, _ = _stack_name(c, env, [])
+        rolled = swarm.rollback(docker, name, service or [])
+    print(f"rolled back: {', '.join(rolled) or 'nothing (no service has a previous spec)'}")
+
+
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP})
+def status(c, env=None, machine=None):
+    """Show the env's stack on the swarm: services, running/desired replicas (healthy), versions, update state."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, prefix = _stack_name(c, env, [])
+        found = swarm.states(docker, name, prefix)
+    if not found:
+        raise Exit(f"error: no stack {name} on this swarm (deploy it with ./iot deploy --env {_env(c, env)})", code=1)
+    print(swarm.table(found))
+    for s in found:
+        if s.errors:
+            print(f"{s.name}: " + "; ".join(s.errors))
+
+
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP,
+            "service": "SERVICE=N, e.g. api=3 (repeatable). With host-mode ports (test env) at most one api "
+                       "task runs per node: more replicas than nodes stay pending"},
+      iterable=["service"])
+def scale(c, env=None, machine=None, service=None):
+    """Scale services of the env's stack (`docker service scale`; waits until they converge)."""
+    from ops import swarm
+
+    if not service:
+        raise Exit("error: give at least one --service NAME=N, e.g. --service api=3", code=2)
+    counts = {}
+    for item in service:
+        name, sep, n = item.partition("=")
+        if not sep or not n.isdigit():
+            raise Exit(f"error: --service {item!r}: expected NAME=N, e.g. api=3", code=2)
+        counts[name] = int(n)
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, _ = _stack_name(c, env, [])
+        swarm.scale(docker, name, counts)
+
+
+@task(name="init", help={"advertise_addr": "address other nodes would join on (default 127.0.0.1: a one-node "
+                                           "swarm on this machine)", "machine": MACHINE_HELP})
+def swarm_init(c, advertise_addr="127.0.0.1", machine=None):
+    """Make the target engine a one-node swarm (`docker swarm init`) unless it is in swarm mode already.
+    `deploy` never does this by itself: joining or creating a swarm is the operator's choice."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        swarm.init_swarm(docker, advertise_addr)
+
+
+swarm_ns = Collection("swarm")
+swarm_ns.add_task(swarm_init, name="init")
+for _swarm_task in (deploy, rollback, status, scale):
+    ns.add_task(_swarm_task)
+ns.add_collection(swarm_ns)
+
+
+# -- clusters: a local multi-node swarm in containers, SSH hosts, Docker Machine nodes -----------------
+@contextmanager
+def _cluster_errors():
+    from ops import cluster, images
+
+    try:
+        yield
+    except (cluster.ClusterError, images.ImageError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+
+
+def _cluster_images(c, env, image):
+    """The images a local cluster's nodes get: --image as given, else the env's stack images that exist."""
+    import tempfile
+    from pathlib import Path
+
+    from ops import images, render
+
+    if image:
+        return list(image)
+    with _clear_errors(), tempfile.TemporaryDirectory(prefix="iot-cluster-") as tmp:
+        result = render.render(_env(c, env), out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets")
+    wanted = [result.images["api"], result.images["simulator"]] + [t for k, t in result.bases.items()
+                                                                     if k != "python" and t]
+    present = [t for t in wanted if images.image_exists(t)]
+    for missing in sorted(set(wanted) - set(present)):
+        print(f"cluster: {missing} is not built here, not copied to the nodes (./iot build --env ENV first)")
+    return present
+
+
+@task(name="create", help={
+    "driver": "local (nodes are containers on this engine), or a Docker Machine driver: virtualbox, "
+              "digitalocean, generic, … (needs docker-machine); ignored with --ssh",
+    "managers": "manager nodes (default 1)",
+    "workers": "worker nodes (default 2); with --ssh the hosts after the managers are the workers",
+    "name": "cluster name (default iot): node, context and resource names derive from it",
+    "ssh": "an existing Docker host as user@host (repeatable): the swarm is formed over docker contexts",
+    "env": "local driver: whose stack images to copy into the nodes (default: the config's env)",
+    "image": "local driver: copy this image instead (repeatable)",
+    "option": "Docker Machine driver flag passed to every `docker-machine create` (repeatable)",
+    "db_node": "node whose engine gets the label iot.influxdb=true (default: the first manager)",
+    "label": "local driver: an extra label KEY=VALUE on every container, volume and network (repeatable)",
+}, iterable=["ssh", "image", "option", "label"])
+def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=None, env=None, image=None,
+                   option=None, db_node=None, label=None):
+    """Create a Swarm cluster: local Docker-in-Docker nodes, existing hosts over SSH, or Docker Machine nodes.
+
+    Then: swarm init on the first manager, joins, the database node labelled, and the docker context
+    to use printed. `--driver local` also copies the env's images into every node."""
+    import shlex
+
+    from ops import cluster
+
+    managers, workers = int(managers), int(workers)
+    with _cluster_errors():
+        cluster.check_name(name)
+        if ssh:
+            if c.config.run.dry:
+                for node, create in cluster.ssh_nodes(name, ssh, managers):
+                    print(f"would run: {shlex.join(create)}  ({node.role} {node.address})")
+                return
+            result = cluster.create_ssh(name, ssh, managers, db_node=int(db_node or 1))
+        elif driver == "local":
+            if c.config.run.dry:
+                print("would run: " + shlex.join(cluster.network_create_command(
+                    name, cluster.pick_subnet(cluster.used_subnets()), label or ())))
+                for index, (node, role) in enumerate(cluster.node_names(name, managers, workers)):
+                    print("would run: " + shlex.join(cluster.node_run_command(
+                        name, node, role, f"<subnet>.{cluster.FIRST_NODE_HOST + index}",
+                        host_socket_dir=cluster.socket_dir(name) if index == 0 else None, extra_labels=label or ())))
+                print("then: swarm init/join, node label, docker save | docker load of the images, a context")
+                return
+            result = cluster.create_local(name, managers, workers, images=_cluster_images(c, env, image),
+                                          db_node=db_node, extra_labels=label or ())
+        else:
+            if c.config.run.dry:
+                for node, _ in cluster.node_names(name, managers, workers):
+                    print("would run: " + shlex.join(cluster.machine_create_command(driver, node, option or ())))
+                return
+            result = cluster.create_machine(name, driver, managers, workers, options=option or ())
+    print("\n".join(result.lines()))
+
+
+@task(name="ls")
+def cluster_ls(c):
+    """List the local clusters' nodes (containers) and the docker contexts of every cluster made here."""
+    from ops import cluster
+
+    with _cluster_errors():
+        nodes, contexts = cluster.ls_local(), cluster.ls_contexts()
+    if not nodes and not contexts:
+        print("no clusters (create one: ./iot cluster.create --driver local)")
+    for row in nodes:
+        print(f"{row['cluster']:12} {row['role']:8} {row['container']:24} {row['state']:8} {row['status']}")
+    for ctx in contexts:
+        print(f"context {ctx['name']:20} {ctx['endpoint']:50} {ctx['description']}")
+
+
+@task(name="rm", help={"name": "cluster name (default iot)"})
+def cluster_rm(c, name="iot"):
+    """Remove a cluster: local nodes with their volumes, network and context; SSH hosts leave the swarm;
+    Docker Machine nodes are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
+    from ops import cluster
+
+    with _cluster_errors():
+        cluster.check_name(name)
+        if c.config.run.dry:
+            print(f"would remove: {cluster.ls_local(name)} {cluster.cluster_contexts(name)}")
+            return
+        removed = []
+        if cluster.ls_local(name) or (cluster.STATE_DIR / name).exists():
+            removed += cluster.rm_local(name)
+        contexts = cluster.cluster_contexts(name)
+        if any("(machine " in ctx["description"] for ctx in contexts):
+            removed += cluster.rm_machine(name)
+        elif contexts:
+            removed += cluster.rm_contexts(name)
+    print("\n".join(removed) if removed else f"no cluster named {name}")
+
+
+cluster_ns = Collection("cluster")
+cluster_ns.add_task(cluster_create, name="create")
+cluster_ns.add_task(cluster_ls, name="ls")
+cluster_ns.add_task(cluster_rm, name="rm")
+ns.add_collection(cluster_ns)

@@ -1,0 +1,266 @@
+"""ops/cluster.py without a Docker engine: the commands it builds, and the SSH and Docker Machine paths
+run against recording stand-ins.
+
+The Docker Machine and SSH paths cannot create VMs or reach remote hosts here (no hypervisor, no cloud
+account, no other hosts): recording stand-ins for `docker-machine` and `docker`, put first on PATH,
+log every argv and answer the few queries with canned output; the tests assert the exact sequence.
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import stat
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from ops import cluster  # noqa: E402
+
+STAND_IN = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys
+    argv = [os.path.basename(sys.argv[0])] + sys.argv[1:]
+    with open(os.environ["REC_LOG"], "a") as log:
+        log.write(json.dumps(argv) + "\\n")
+    args = sys.argv[1:]
+    if argv[0] == "docker-machine":
+        if args[0] == "ip":
+            print("192.0.2." + str(10 + int(args[1][-1]) + (10 if "-w" in args[1] else 0)))
+        elif args[0] == "config":
+            d = "/m/" + args[1]
+            print('--tlsverify --tlscacert="%s/ca.pem" --tlscert="%s/cert.pem" --tlskey="%s/key.pem" '
+                  '-H=tcp://192.0.2.99:2376' % (d, d, d))
+        elif args[0] == "ls":
+            print("demo-m1\\ndemo-w1\\nother-m1\\ndemo-mx")
+        sys.exit(0)
+    if args[:2] == ["--context", args[1]] and len(args) > 2:
+        ctx, rest = args[1], args[2:]
+        if rest[:3] == ["swarm", "join-token", "-q"]:
+            print("TOKEN-" + rest[3].upper())
+        elif rest[:1] == ["info"] and "{{{{.Swarm.NodeID}}}}" in rest:
+            print("ID-" + ctx)
+        elif rest[:1] == ["info"]:
+            print("20.10.24")
+        elif rest[:2] == ["node", "ls"]:
+            n = int(os.environ.get("REC_NODES", "3"))
+            for i in range(n):
+                print(json.dumps({{"Hostname": "n%d" % i, "Status": "Ready"}}))
+    elif args[:2] == ["context", "ls"]:
+        print(os.environ.get("REC_CONTEXTS", ""))
+    """)
+
+
+@pytest.fixture
+def recorder(tmp_path, monkeypatch):
+    """Stand-ins for docker and docker-machine first on PATH; returns a function reading the log."""
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    for name in ("docker", "docker-machine"):
+        path = bindir / name
+        path.write_text(STAND_IN.format(python=sys.executable))
+        path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    log = tmp_path / "calls.jsonl"
+    log.touch()
+    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("REC_LOG", str(log))
+
+    def calls() -> list[list[str]]:
+        return [json.loads(line) for line in log.read_text().splitlines()]
+    return calls
+
+
+def quiet(_message: str) -> None:
+    pass
+
+
+# -- local driver: pure command builders ------------------------------------------------------------
+def test_node_run_command_has_the_flags_that_work_without_privileged():
+    cmd = cluster.node_run_command("demo", "demo-m1", "manager", "10.213.5.11", host_socket_dir=Path("/s/demo"),
+                                   extra_labels=["iot.test.run=x"])
+    assert "--privileged" not in cmd
+    joined = " ".join(cmd)
+    for flags in ("--cap-add ALL --cap-drop SYS_RESOURCE", "--security-opt seccomp=unconfined",
+                  "--security-opt systempaths=unconfined", "--device-cgroup-rule a *:* rwm",
+                  "--network iotc-demo --ip 10.213.5.11",
+                  "--mount type=volume,source=iotc-demo-m1-docker,target=/var/lib/docker",
+                  "--label iot.cluster=demo --label iot.test.run=x --label iot.cluster.role=manager",
+                  "--mount type=bind,source=/s/demo,target=/run/iot-host"):
+        assert flags in joined
+    image_at = cmd.index(cluster.DIND_IMAGE)
+    # dockerd's own arguments: root-only sockets, the second one in the folder shared with the host
+    assert cmd[image_at + 1:] == ["--group", "root", "-H", "unix:///var/run/docker.sock",
+                                  "-H", "unix:///run/iot-host/docker.sock"]
+    assert not any(arg.startswith("tcp://") or arg in ("-p", "--publish") for arg in cmd)  # no TCP API
+
+
+def test_workers_get_no_host_socket():
+    cmd = cluster.node_run_command("demo", "demo-w1", "worker", "10.213.5.12")
+    assert "/run/iot-host" not in " ".join(cmd)
+    assert cmd[-4:] == ["--group", "root", "-H", "unix:///var/run/docker.sock"]
+
+
+def test_node_names_and_resource_names():
+    assert cluster.node_names("demo", 1, 2) == [("demo-m1", "manager"), ("demo-w1", "worker"), ("demo-w2", "worker")]
+    assert cluster.container_name("demo", "demo-w2") == "iotc-demo-w2"
+    assert cluster.volume_name("iotc-demo-w2") == "iotc-demo-w2-docker"
+    with pytest.raises(cluster.ClusterError):
+        cluster.node_names("demo", 0, 3)
+    for bad in ("Demo", "1abc", "a b", "x" * 40, "a;rm"):
+        with pytest.raises(cluster.ClusterError):
+            cluster.check_name(bad)
+
+
+def test_pick_subnet_skips_used_and_overlapping_networks():
+    used = {ipaddress.ip_network("10.213.1.0/24"), ipaddress.ip_network("10.213.2.0/23"),
+            ipaddress.ip_network("172.17.0.0/16")}
+    assert cluster.pick_subnet(used) == ipaddress.ip_network("10.213.4.0/24")
+    assert cluster.node_ip(ipaddress.ip_network("10.213.4.0/24"), 2) == "10.213.4.13"
+    with pytest.raises(cluster.ClusterError):
+        cluster.pick_subnet({ipaddress.ip_network("10.0.0.0/8")})
+
+
+def test_network_create_command_fixes_subnet_and_gateway():
+    cmd = cluster.network_create_command("demo", ipaddress.ip_network("10.213.7.0/24"), ["k=v"])
+    assert cmd == ["docker", "network", "create", "--driver", "bridge", "--subnet", "10.213.7.0/24",
+                   "--gateway", "10.213.7.1", "--label", "iot.cluster=demo", "--label", "k=v", "iotc-demo"]
+
+
+def test_swarm_join_commands_use_the_role_token_and_the_first_managers_address():
+    nodes = [cluster.Node("a", "manager", "10.0.0.1", ["D", "a"]), cluster.Node("b", "manager", "10.0.0.2", ["D", "b"]),
+             cluster.Node("c", "worker", "10.0.0.3", ["D", "c"])]
+    assert cluster.swarm_commands(nodes, {"manager": "TM", "worker": "TW"}) == [
+        ["D", "b", "swarm", "join", "--token", "TM", "--advertise-addr", "10.0.0.2", "10.0.0.1:2377"],
+        ["D", "c", "swarm", "join", "--token", "TW", "--advertise-addr", "10.0.0.3", "10.0.0.1:2377"]]
+
+
+# -- SSH hosts (docker contexts) ---------------------------------------------------------------------
+def test_host_address():
+    assert cluster.host_address("ops@node1.example.org") == "node1.example.org"
+    assert cluster.host_address("ops@203.0.113.5:2222") == "203.0.113.5"
+    assert cluster.host_address("ops@[2001:db8::1]:22") == "2001:db8::1"
+
+
+def test_create_ssh_runs_the_exact_command_sequence(recorder):
+    hosts = ["ops@203.0.113.1", "ops@203.0.113.2", "ops@203.0.113.3"]
+    result = cluster.create_ssh("demo", hosts, managers=1, progress=quiet, db_node=1)
+    ctx = ["iot-demo-1", "iot-demo-2", "iot-demo-3"]
+    assert recorder() == [
+        ["docker", "context", "create", ctx[0], "--description", "iot cluster demo (ssh, manager)",
+         "--docker", "host=ssh://ops@203.0.113.1"],
+        ["docker", "context", "create", ctx[1], "--description", "iot cluster demo (ssh, worker)",
+         "--docker", "host=ssh://ops@203.0.113.2"],
+        ["docker", "context", "create", ctx[2], "--description", "iot cluster demo (ssh, worker)",
+         "--docker", "host=ssh://ops@203.0.113.3"],
+        *[["docker", "--context", c, "info", "--format", "{{.ServerVersion}}"] for c in ctx],
+        ["docker", "--context", ctx[0], "swarm", "init", "--advertise-addr", "203.0.113.1"],
+        ["docker", "--context", ctx[0], "swarm", "join-token", "-q", "manager"],
+        ["docker", "--context", ctx[0], "swarm", "join-token", "-q", "worker"],
+        ["docker", "--context", ctx[1], "swarm", "join", "--token", "TOKEN-WORKER", "--advertise-addr", "203.0.113.2",
+         "203.0.113.1:2377"],
+        ["docker", "--context", ctx[2], "swarm", "join", "--token", "TOKEN-WORKER", "--advertise-addr", "203.0.113.3",
+         "203.0.113.1:2377"],
+        ["docker", "--context", ctx[0], "info", "--format", "{{.Swarm.NodeID}}"],
+        ["docker", "--context", ctx[0], "node", "update", "--label-add", "iot.influxdb=true", "ID-iot-demo-1"],
+        ["docker", "--context", ctx[0], "node", "ls", "--format", "{{json .}}"],
+    ]
+    assert result.context == "iot-demo-1"
+    assert "docker --context iot-demo-1 node ls" in "\n".join(result.lines())
+
+
+def test_create_ssh_two_managers_and_a_worker_database_node(recorder):
+    cluster.create_ssh("demo", ["a@h1", "a@h2", "a@h3"], managers=2, progress=quiet, db_node=3)
+    calls = recorder()
+    joins = [c for c in calls if "join" in c and "--token" in c]
+    assert [c[c.index("--token") + 1] for c in joins] == ["TOKEN-MANAGER", "TOKEN-WORKER"]
+    assert ["docker", "--context", "iot-demo-3", "info", "--format", "{{.Swarm.NodeID}}"] in calls
+    assert calls[-2][-1] == "ID-iot-demo-3"
+
+
+def test_ssh_hosts_must_name_a_user_and_managers_must_fit():
+    with pytest.raises(cluster.ClusterError, match="user@host"):
+        cluster.ssh_nodes("demo", ["h1"])
+    with pytest.raises(cluster.ClusterError, match="--managers"):
+        cluster.ssh_nodes("demo", ["a@h1"], managers=2)
+
+
+def test_rm_contexts_leaves_workers_first_then_removes_the_contexts(recorder, monkeypatch):
+    rows = [{"Name": "iot-demo-1", "Description": "iot cluster demo (ssh, manager)", "DockerEndpoint": "ssh://a@h1"},
+            {"Name": "iot-demo-2", "Description": "iot cluster demo (ssh, worker)", "DockerEndpoint": "ssh://a@h2"},
+            {"Name": "default", "Description": "Current DOCKER_HOST", "DockerEndpoint": "unix:///x"},
+            {"Name": "iot-demo2-1", "Description": "iot cluster demo2 (ssh, manager)", "DockerEndpoint": "ssh://b@h"}]
+    monkeypatch.setenv("REC_CONTEXTS", "\n".join(json.dumps(r) for r in rows))
+    assert cluster.rm_contexts("demo", quiet) == ["iot-demo-2", "iot-demo-1"]
+    assert recorder()[1:] == [
+        ["docker", "--context", "iot-demo-2", "swarm", "leave", "--force"],
+        ["docker", "--context", "iot-demo-1", "swarm", "leave", "--force"],
+        ["docker", "context", "rm", "--force", "iot-demo-2"],
+        ["docker", "context", "rm", "--force", "iot-demo-1"],
+    ]
+
+
+# -- Docker Machine (a recording stand-in: no VM can be created here) ---------------------------------
+def test_parse_machine_config():
+    text = '--tlsverify --tlscacert="/m/a b/ca.pem" --tlscert="/m/cert.pem" --tlskey="/m/key.pem" -H=tcp://192.0.2.1:2376'
+    assert cluster.parse_machine_config(text) == {"ca": "/m/a b/ca.pem", "cert": "/m/cert.pem", "key": "/m/key.pem",
+                                                  "host": "tcp://192.0.2.1:2376"}
+    with pytest.raises(cluster.ClusterError):
+        cluster.parse_machine_config("--tlsverify")
+
+
+def test_create_machine_runs_the_exact_command_sequence(recorder):
+    """Against the recording stand-in `docker-machine` (and `docker`): it cannot create VMs here."""
+    result = cluster.create_machine("demo", "digitalocean", managers=1, workers=1, progress=quiet,
+                                    options=["--digitalocean-size=s-1vcpu-1gb"])
+
+    def ctx_create(node, ctx, role):
+        d = f"/m/{node}"
+        return ["docker", "context", "create", ctx, "--description", f"iot cluster demo (machine digitalocean, {role})",
+                "--docker", f"host=tcp://192.0.2.99:2376,ca={d}/ca.pem,cert={d}/cert.pem,key={d}/key.pem"]
+    assert recorder() == [
+        ["docker-machine", "create", "--driver", "digitalocean", "--digitalocean-size=s-1vcpu-1gb", "demo-m1"],
+        ["docker-machine", "ip", "demo-m1"],
+        ["docker-machine", "config", "demo-m1"],
+        ctx_create("demo-m1", "iot-demo-m1", "manager"),
+        ["docker-machine", "create", "--driver", "digitalocean", "--digitalocean-size=s-1vcpu-1gb", "demo-w1"],
+        ["docker-machine", "ip", "demo-w1"],
+        ["docker-machine", "config", "demo-w1"],
+        ctx_create("demo-w1", "iot-demo-w1", "worker"),
+        ["docker", "--context", "iot-demo-m1", "swarm", "init", "--advertise-addr", "192.0.2.11"],
+        ["docker", "--context", "iot-demo-m1", "swarm", "join-token", "-q", "manager"],
+        ["docker", "--context", "iot-demo-m1", "swarm", "join-token", "-q", "worker"],
+        ["docker", "--context", "iot-demo-w1", "swarm", "join", "--token", "TOKEN-WORKER", "--advertise-addr",
+         "192.0.2.21", "192.0.2.11:2377"],
+        ["docker", "--context", "iot-demo-m1", "info", "--format", "{{.Swarm.NodeID}}"],
+        ["docker", "--context", "iot-demo-m1", "node", "update", "--label-add", "iot.influxdb=true", "ID-iot-demo-m1"],
+        ["docker", "--context", "iot-demo-m1", "node", "ls", "--format", "{{json .}}"],
+    ]
+    assert result.context == "iot-demo-m1"
+
+
+def test_rm_machine_removes_only_this_clusters_machines(recorder):
+    cluster.rm_machine("demo", quiet)
+    calls = recorder()
+    assert calls[:2] == [["docker-machine", "ls", "-q"], ["docker-machine", "rm", "-y", "demo-m1", "demo-w1"]]
+
+
+def test_without_docker_machine_a_clear_message(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(cluster.ClusterError, match="docker-machine is not installed"):
+        cluster.create_machine("demo", "virtualbox", progress=quiet)
+
+
+def test_task_without_docker_machine_exits_with_one_line(tmp_path):
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    env = {**os.environ, "PATH": f"{bindir}{os.pathsep}{Path(sys.executable).parent}"}
+    proc = subprocess.run([sys.executable, "-m", "invoke", "cluster.create", "--driver", "virtualbox", "--name", "demo"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: docker-machine is not installed")
