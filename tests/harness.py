@@ -6,6 +6,7 @@ as a real subprocess. Both can be stopped and started again, which the fault tes
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -57,10 +58,14 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 class InfluxServer:
     """A real InfluxDB 1.x: our own influxd on loopback, or an external one from INFLUXDB_URL."""
 
-    def __init__(self, url: str | None = None):
+    def __init__(self, url: str | None = None, auth: bool = False):
+        """auth=True: `auth-enabled = true` (HTTP basic auth; no user exists at first start). The
+        helpers below then send `credentials` ((user, password), set by the test) unless given
+        `auth=` themselves."""
         self.external = url is not None
         self.proc: subprocess.Popen | None = None
         self.tmp: Path | None = None
+        self.credentials: tuple[str, str] | None = None
         if url:
             self.url = url.rstrip("/")
             return
@@ -88,6 +93,7 @@ bind-address = "127.0.0.1:{free_port()}"
 [http]
   bind-address = "127.0.0.1:{self.port}"
   log-enabled = false
+  auth-enabled = {"true" if auth else "false"}
 """
         )
         self.start()
@@ -124,7 +130,15 @@ bind-address = "127.0.0.1:{free_port()}"
             return False
         return status == 204
 
-    def query(self, q: str, db: str | None = None, params: dict | None = None) -> list[dict]:
+    def _auth_headers(self, auth: tuple[str, str] | None) -> dict:
+        auth = auth or self.credentials
+        if not auth:
+            return {}
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        return {"Authorization": f"Basic {token}"}
+
+    def query(self, q: str, db: str | None = None, params: dict | None = None,
+              auth: tuple[str, str] | None = None) -> list[dict]:
         """Run InfluxQL; returns the list of series of the first statement (empty list if none)."""
         form = {"q": q}
         if db:
@@ -133,21 +147,28 @@ bind-address = "127.0.0.1:{free_port()}"
             form["params"] = json.dumps(params)
         status, _, body = http("POST", self.url + "/query",
                                urllib.parse.urlencode(form).encode(),
-                               {"Content-Type": "application/x-www-form-urlencoded"})
+                               {"Content-Type": "application/x-www-form-urlencoded",
+                                **self._auth_headers(auth)})
         data = json.loads(body)
-        if status != 200 or "error" in data["results"][0]:
+        if status != 200 or "error" in data or "error" in data["results"][0]:
             raise RuntimeError(f"InfluxQL failed ({status}): {q}: {body[:300]!r}")
         return data["results"][0].get("series", [])
 
     def count(self, db: str, where: str = "", params: dict | None = None,
-              measurement: str = "data") -> int:
-        series = self.query(f'SELECT count("value") FROM "{measurement}" {where}', db=db, params=params)
+              measurement: str = "data", auth: tuple[str, str] | None = None) -> int:
+        series = self.query(f'SELECT count("value") FROM "{measurement}" {where}', db=db, params=params,
+                            auth=auth)
         return sum(row[1] for s in series for row in s["values"])
 
-    def write(self, db: str, lines: str, precision: str = "ns") -> tuple[int, bytes]:
+    def write(self, db: str, lines: str, precision: str = "ns",
+              auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
         status, _, body = http("POST", f"{self.url}/write?db={db}&precision={precision}",
-                               lines.encode(), {"Content-Type": "text/plain"})
+                               lines.encode(), {"Content-Type": "text/plain", **self._auth_headers(auth)})
         return status, body
+
+    def log(self) -> str:
+        """influxd's own log (our server only)."""
+        return (self.tmp / "influxd.log").read_text(errors="replace") if self.tmp else ""
 
 
 class ApiServer:

@@ -16,7 +16,7 @@ import orjson
 from . import metrics
 from .auth import Tokens
 from .config import Settings
-from .influx import Influx, QueryError, Unavailable
+from .influx import AuthFailed, Influx, QueryError, Unavailable
 from .openapi import document as openapi_document
 from .queries import BadRequest, NotFound, ReadQueries, parse_args
 from .readings import InvalidBody, Limits, check_sensor_id, parse_body
@@ -35,7 +35,8 @@ class Api:
                              max_future_ns=settings.max_future_ns, retention_ns=settings.retention_ns,
                              measurement=settings.measurement)
         self.influx = Influx(settings.influxdb_url, settings.influxdb_db, settings.influxdb_rp,
-                             settings.influxdb_user, settings.influxdb_password, settings.influxdb_timeout_s)
+                             settings.influxdb_user, settings.influxdb_password, settings.influxdb_timeout_s,
+                             admin=settings.influxdb_admin, reader=settings.influxdb_reader)
         self.reads = ReadQueries(self.influx, settings.measurement, settings.read_limit_max)
         self.writer: GroupCommitWriter | None = None
         self.ready = False
@@ -278,8 +279,12 @@ class Api:
             try:
                 await self.influx.setup(self.settings.retention, self.settings.retention_ns)
             except (Unavailable, QueryError) as exc:
-                level = logging.ERROR if isinstance(exc, QueryError) else logging.WARNING
-                log.log(level, "InfluxDB not ready, retrying", extra={
+                if isinstance(exc, AuthFailed):
+                    message, level = "InfluxDB refused the api's credentials, retrying", logging.ERROR
+                else:
+                    message = "InfluxDB not ready, retrying"
+                    level = logging.ERROR if isinstance(exc, QueryError) else logging.WARNING
+                log.log(level, message, extra={
                     "attempt": attempt, "error": str(exc), "retry_in_s": round(delay, 2)})
                 await asyncio.sleep(delay * random.uniform(0.8, 1.2))
                 delay = min(delay * 2, self.settings.startup_backoff_max_s)
@@ -288,6 +293,8 @@ class Api:
             self._ping_cache = (time.monotonic(), True)
             metrics.READY.set(1)
             log.info("InfluxDB ready", extra={"url": self.settings.influxdb_url, "db": self.settings.influxdb_db,
+                                              "user": self.settings.influxdb_user,
+                                              "users_managed": self.settings.influxdb_admin is not None,
                                               "retention_policy": self.settings.influxdb_rp,
                                               "retention": self.settings.retention, "attempts": attempt})
             return

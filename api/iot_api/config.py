@@ -32,6 +32,8 @@ class Settings:
     measurement: str
     influxdb_user: str | None
     influxdb_password: str | None
+    influxdb_admin: tuple[str, str] | None   # (user, password): the api creates the users
+    influxdb_reader: tuple[str, str] | None  # (user, password): created by the api (Grafana's)
     influxdb_timeout_s: float
     retention: str  # InfluxQL duration ("INF", "30d", …) as given, for CREATE RETENTION POLICY
     retention_ns: int | None
@@ -60,6 +62,18 @@ def _secret(env, name: str) -> str | None:
         except OSError as exc:
             raise ConfigError(f"{name}_FILE={path!r}: cannot read it ({exc.strerror})") from None
     return env.get(name) or None
+
+
+def _user(env, name: str, password_name: str) -> tuple[str | None, str | None]:
+    """A user and its password (each also from a _FILE). Passwords go into InfluxQL statements
+    (CREATE USER cannot bind them): control characters are refused, naming the variable only."""
+    user, password = _secret(env, name), _secret(env, password_name)
+    if bool(user) != bool(password):
+        raise ConfigError(f"{name} and {password_name} (or their _FILE forms) go together")
+    for var, value in ((name, user), (password_name, password)):
+        if value and any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ConfigError(f"{var}: must not contain control characters (value not shown)")
+    return user, password
 
 
 def _int(env, name: str, default: int, lo: int, hi: int) -> int:
@@ -134,10 +148,17 @@ def load(env: dict | None = None) -> Settings:
     log_level = (env.get("API_LOG_LEVEL", "").strip() or "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
         raise ConfigError(f"API_LOG_LEVEL={log_level!r}: must be debug, info, warning or error")
-    user = _secret(env, "INFLUXDB_USER")
-    password = _secret(env, "INFLUXDB_PASSWORD")
-    if bool(user) != bool(password):
-        raise ConfigError("INFLUXDB_USER and INFLUXDB_PASSWORD (or their _FILE forms) go together")
+    user, password = _user(env, "INFLUXDB_USER", "INFLUXDB_PASSWORD")
+    admin = _user(env, "INFLUXDB_ADMIN_USER", "INFLUXDB_ADMIN_PASSWORD")
+    reader = _user(env, "INFLUXDB_READER_USER", "INFLUXDB_READER_PASSWORD")
+    if admin[0] and not user:
+        raise ConfigError("INFLUXDB_ADMIN_USER needs INFLUXDB_USER and INFLUXDB_PASSWORD: the admin "
+                          "creates that user for the api's own writes and reads")
+    if reader[0] and not admin[0]:
+        raise ConfigError("INFLUXDB_READER_USER needs INFLUXDB_ADMIN_USER: only the admin can create it")
+    names = [n for n in (admin[0], user if admin[0] else None, reader[0]) if n]
+    if len(set(names)) != len(names):
+        raise ConfigError("INFLUXDB_ADMIN_USER, INFLUXDB_USER and INFLUXDB_READER_USER must differ")
     tokens_file = env.get("API_TOKENS_FILE", "").strip() or None
     flush_max_points = _int(env, "API_FLUSH_MAX_POINTS", 5000, 1, 1_000_000)
 
@@ -154,6 +175,8 @@ def load(env: dict | None = None) -> Settings:
         measurement=_ident(env, "INFLUXDB_MEASUREMENT", "data"),
         influxdb_user=user,
         influxdb_password=password,
+        influxdb_admin=admin if admin[0] else None,
+        influxdb_reader=reader if reader[0] else None,
         influxdb_timeout_s=timeout_ns / 1e9,
         retention=retention.upper() if retention_ns is None else retention,
         retention_ns=retention_ns,

@@ -25,13 +25,30 @@ class DatabaseMissing(Unavailable):
     """The database vanished (dropped, fresh volume): the api must run its setup again."""
 
 
+class AuthFailed(Unavailable):
+    """InfluxDB answered 401/403: wrong credentials or missing privileges (retrying will not help
+    until an operator fixes the secrets, but the api keeps retrying: Swarm may be rolling them)."""
+
+    def __init__(self, message: str, status: int, error: str):
+        super().__init__(message)
+        self.status = status
+        self.error = error
+
+
 class Influx:
     def __init__(self, url: str, db: str, rp: str, user: str | None, password: str | None,
-                 timeout_s: float):
+                 timeout_s: float, admin: tuple[str, str] | None = None,
+                 reader: tuple[str, str] | None = None):
         self.url = url
         self.db = db
         self.rp = rp
         self._auth = aiohttp.BasicAuth(user, password) if user else None
+        # With the admin's credentials, setup() also creates the users (InfluxDB 1.x has no
+        # first-start user creation of its own in Debian's package): admin, writer (us), reader.
+        self._writer = (user, password) if user else None
+        self._admin = admin
+        self._admin_auth = aiohttp.BasicAuth(*admin) if admin else None
+        self._reader = reader
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._write_url = f"{url}/write"
         self._write_params = {"db": db, "rp": rp, "precision": "ns"}
@@ -73,23 +90,28 @@ class Influx:
             raise DatabaseMissing(f"InfluxDB: {error}")
         raise Unavailable(f"InfluxDB write answered {resp.status}: {error}")
 
-    async def query(self, q: str, params: dict | None = None, db: bool = True) -> list[dict]:
+    async def query(self, q: str, params: dict | None = None, db: bool = True,
+                    auth: aiohttp.BasicAuth | None = None) -> list[dict]:
         """Run InfluxQL (one or more statements); returns the per-statement results.
 
         Every value from a request travels in `params` (bind parameters); `q` is built only from
-        constants and validated settings, never from request text."""
+        constants and validated settings, never from request text. `auth` overrides the session's
+        credentials (the admin's, during setup)."""
         form = {"q": q}
         if db:
             form["db"] = self.db
         if params:
             form["params"] = orjson.dumps(params).decode()
         try:
-            async with self._session.post(self.url + "/query", data=form) as resp:
+            async with self._session.post(self.url + "/query", data=form, auth=auth) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError, OSError) as exc:
             raise Unavailable(f"InfluxDB query failed: {exc.__class__.__name__}: {exc}") from None
-        if status >= 500 or status in (401, 403):
+        if status in (401, 403):
+            error = _error_text(raw.decode(errors="replace"))
+            raise AuthFailed(f"InfluxDB query answered {status}: {error}", status, error)
+        if status >= 500:
             raise Unavailable(f"InfluxDB query answered {status}: {_error_text(raw.decode(errors='replace'))}")
         try:
             doc = orjson.loads(raw)
@@ -115,12 +137,72 @@ class Influx:
         InfluxQL cannot bind identifiers, hence the quoting here."""
         db, rp = quote_ident(self.db), quote_ident(self.rp)
         shard = shard_duration(retention_ns)
-        await self.query(f"CREATE DATABASE {db}", db=False)
-        results = await self.query(f"SHOW RETENTION POLICIES ON {db}", db=False)
+        admin = self._admin_auth  # None: the session's own credentials (or none) do the setup
+        if self._admin:
+            await self._ensure_admin()
+        await self.query(f"CREATE DATABASE {db}", db=False, auth=admin)
+        results = await self.query(f"SHOW RETENTION POLICIES ON {db}", db=False, auth=admin)
         existing = {row[0] for s in results[0].get("series", []) for row in s["values"]}
         verb = "ALTER" if self.rp in existing else "CREATE"
         await self.query(f"{verb} RETENTION POLICY {rp} ON {db} DURATION {retention} "
-                         f"REPLICATION 1 SHARD DURATION {shard} DEFAULT", db=False)
+                         f"REPLICATION 1 SHARD DURATION {shard} DEFAULT", db=False, auth=admin)
+        if self._admin and self._writer:
+            # The api reads as well as writes: ALL on its database (READ + WRITE, not admin).
+            await self._ensure_user(*self._writer, privilege="ALL")
+        if self._admin and self._reader:
+            await self._ensure_user(*self._reader, privilege="READ")
+
+    async def _ensure_admin(self) -> None:
+        """Create the admin user if InfluxDB has none yet (1.x accepts exactly that one statement
+        without credentials while auth is on and no admin exists); else check our credentials."""
+        name, password = self._admin
+        try:
+            await self.query("SHOW USERS", db=False, auth=self._admin_auth)
+            return
+        except AuthFailed as exc:
+            if exc.status == 403 and "create admin user first" in exc.error:
+                pass
+            elif exc.status == 401:
+                raise AuthFailed(
+                    f"InfluxDB rejected the admin user {name!r} ({exc.error}): the admin already "
+                    "exists with another password (check INFLUXDB_ADMIN_USER and "
+                    "INFLUXDB_ADMIN_PASSWORD; an admin password is changed in InfluxDB with "
+                    "SET PASSWORD, not by the api)", exc.status, exc.error) from None
+            else:
+                raise
+        await self._secret_query(f"CREATE USER {quote_ident(name)} WITH PASSWORD "
+                                 f"{quote_string(password)} WITH ALL PRIVILEGES", password)
+        log.info("InfluxDB admin user created", extra={"user": name})
+
+    async def _ensure_user(self, name: str, password: str, privilege: str) -> None:
+        """Create the user, or set its password when it exists (a rotated secret takes effect at the
+        next start), then grant it `privilege` on our database. Idempotent, safe when several api
+        processes run it at once."""
+        user = quote_ident(name)
+        try:
+            await self._secret_query(f"CREATE USER {user} WITH PASSWORD {quote_string(password)}",
+                                     password)
+        except QueryError as exc:
+            if "user already exists" not in str(exc):
+                raise
+            await self._secret_query(f"SET PASSWORD FOR {user} = {quote_string(password)}", password)
+            log.info("InfluxDB user password set", extra={"user": name})
+        await self.query(f"GRANT {privilege} ON {quote_ident(self.db)} TO {user}", db=False,
+                         auth=self._admin_auth)
+
+    async def _secret_query(self, q: str, secret: str) -> None:
+        """A statement that carries a password (InfluxQL cannot bind it): never let it reach a log,
+        not even through an error message that quotes the query."""
+        try:
+            await self.query(q, db=False, auth=self._admin_auth)
+        except AuthFailed as exc:
+            raise AuthFailed(_redact(str(exc), secret), exc.status, _redact(exc.error, secret)) from None
+        except DatabaseMissing as exc:
+            raise DatabaseMissing(_redact(str(exc), secret)) from None
+        except Unavailable as exc:
+            raise Unavailable(_redact(str(exc), secret)) from None
+        except QueryError as exc:
+            raise QueryError(_redact(str(exc), secret)) from None
 
 
 def shard_duration(retention_ns: int | None) -> str:
@@ -133,6 +215,18 @@ def shard_duration(retention_ns: int | None) -> str:
 
 def quote_ident(name: str) -> str:
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(text: str) -> str:
+    """An InfluxQL string literal ('…'): backslash and quote escaped. InfluxQL strings cannot hold
+    a newline (config.py refuses control characters in passwords)."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        raise ValueError("control characters cannot be quoted in an InfluxQL string")
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _redact(text: str, secret: str) -> str:
+    return text.replace(secret, "[REDACTED]") if secret else text
 
 
 def _error_text(text: str) -> str:

@@ -47,10 +47,15 @@ def influx_count(prepared: stack.Stack, where: str = "") -> int:
     q = f'SELECT count("value") FROM "{values["db"]}"."{values["rp"]}"."{values["measurement"]}" {where}'
     # Straight to InfluxDB's HTTP API from inside the stack's backend network (the api container has
     # python), not through our api: this is the independent check.
-    script = ("import sys, urllib.parse, urllib.request; "
-              "print(urllib.request.urlopen('http://influxdb:8086/query?' + urllib.parse.urlencode("
-              "{'q': sys.argv[1]})).read().decode())")
-    out = compose(prepared, "exec", "-T", "api", "python3", "-c", script, q).stdout
+    # With influxdb.auth, as the reader: its password from the secret mounted in the api container
+    # (/run/secrets), never on a command line.
+    script = ("import base64, os, sys, urllib.parse, urllib.request; "
+              "req = urllib.request.Request('http://influxdb:8086/query?' + urllib.parse.urlencode("
+              "{'q': sys.argv[1]})); secret = '/run/secrets/influxdb_reader_password'; "
+              "os.path.exists(secret) and req.add_header('Authorization', 'Basic ' + base64.b64encode("
+              "(sys.argv[2] + ':' + open(secret).read().strip()).encode()).decode()); "
+              "print(urllib.request.urlopen(req).read().decode())")
+    out = compose(prepared, "exec", "-T", "api", "python3", "-c", script, q, values["users"]["reader"]).stdout
     series = json.loads(out).get("results", [{}])[0].get("series", [])
     return sum(row[1] for s in series for row in s["values"])
 

@@ -74,9 +74,15 @@ def influx_count(docker, where: str) -> int:
     v = values()["influxdb"]
     q = f'SELECT count("value") FROM "{v["db"]}"."{v["rp"]}"."{v["measurement"]}" {where}'
     container = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_api").split()[0]
-    script = ("import sys, urllib.parse, urllib.request; print(urllib.request.urlopen("
-              "'http://influxdb:8086/query?' + urllib.parse.urlencode({'q': sys.argv[1]})).read().decode())")
-    out = docker("exec", container, "python3", "-c", script, q)
+    # With influxdb.auth, as the reader: its password from the secret mounted in the api container
+    # (/run/secrets), never on a command line.
+    script = ("import base64, os, sys, urllib.parse, urllib.request; "
+              "req = urllib.request.Request('http://influxdb:8086/query?' + urllib.parse.urlencode("
+              "{'q': sys.argv[1]})); secret = '/run/secrets/influxdb_reader_password'; "
+              "os.path.exists(secret) and req.add_header('Authorization', 'Basic ' + base64.b64encode("
+              "(sys.argv[2] + ':' + open(secret).read().strip()).encode()).decode()); "
+              "print(urllib.request.urlopen(req).read().decode())")
+    out = docker("exec", container, "python3", "-c", script, q, v["users"]["reader"])
     series = json.loads(out).get("results", [{}])[0].get("series", [])
     return sum(row[1] for s in series for row in s["values"])
 
@@ -181,7 +187,8 @@ def test_rolling_update_under_load_loses_nothing(deployed, docker):
     docker("tag", "iot/api:0.1.0", f"iot/api:{NEW_VERSION}")
     prefix = f"roll{uuid.uuid4().hex[:6]}-"
     sim = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "iot_simulator", "--url", api_url(), "--devices", "5", "--count", "100",
+        # 50 s of load (200 x 0.25 s): room for a deploy that is slow on a busy machine
+        [sys.executable, "-m", "iot_simulator", "--url", api_url(), "--devices", "5", "--count", "200",
          "--interval", "0.25", "--types", "temp", "--sensor-prefix", prefix, "--drain-timeout", "120",
          "--token-file", str(ROOT / "secrets" / ENV / secrets.SIMULATOR_TOKEN), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -196,7 +203,7 @@ def test_rolling_update_under_load_loses_nothing(deployed, docker):
     assert sim.returncode == 0, err[-2000:]
     summary = json.loads(out.strip().splitlines()[-1])
     print(f"rolling update under load: {summary}")
-    assert summary["generated"] == 5 * 100
+    assert summary["generated"] == 5 * 200
     assert summary["stored"] == summary["generated"]
     assert influx_count(docker, f"WHERE \"sensor_id\" =~ /^{prefix}/") == summary["generated"]
     assert service_versions(docker)[f"{STACK}_api"] == f"iot/api:{NEW_VERSION}"

@@ -355,8 +355,14 @@ def test_influxdb_auth_wires_the_user_secrets(out, secrets_dir):
     assert api["environment"]["INFLUXDB_USER"] == "iot_writer"
     assert api["environment"]["INFLUXDB_PASSWORD_FILE"] == "/run/secrets/influxdb_writer_password"
     assert influx["environment"]["INFLUXDB_HTTP_AUTH_ENABLED"] == "true"
-    assert {s["source"] for s in influx["secrets"]} == {
-        "influxdb_admin_password", "influxdb_reader_password", "influxdb_writer_password"}
+    # The api creates the users (InfluxDB reads no secret, has no user variable).
+    assert api["environment"]["INFLUXDB_ADMIN_USER"] == "admin"
+    assert api["environment"]["INFLUXDB_ADMIN_PASSWORD_FILE"] == "/run/secrets/influxdb_admin_password"
+    assert api["environment"]["INFLUXDB_READER_USER"] == "iot_reader"
+    assert api["environment"]["INFLUXDB_READER_PASSWORD_FILE"] == "/run/secrets/influxdb_reader_password"
+    assert {s["source"] for s in api["secrets"]} == {
+        "api_tokens", "influxdb_admin_password", "influxdb_reader_password", "influxdb_writer_password"}
+    assert "secrets" not in influx and not any("USER" in k for k in influx["environment"])
     sut = load(result.files["autotest.yaml"])["services"]["sut"]
     assert sut["environment"]["SUT_INFLUXDB_PASSWORD_FILE"] == "/run/secrets/influxdb_reader_password"
 
