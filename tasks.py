@@ -488,22 +488,24 @@ def _cluster_errors():
 
 
 def _cluster_images(c, env, image):
-    """The images a local cluster's nodes get: --image as given, else the env's stack images that exist."""
+    """The images a local cluster's nodes get: --image as given, else the env's stack images that exist.
+    Returns (refs, {base key: ref} of the stack's base images, bases mode)."""
     import tempfile
     from pathlib import Path
 
     from ops import images, render
 
-    if image:
-        return list(image)
     with _clear_errors(), tempfile.TemporaryDirectory(prefix="iot-cluster-") as tmp:
         result = render.render(_env(c, env), out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets")
-    wanted = [result.images["api"], result.images["simulator"]] + [t for k, t in result.bases.items()
-                                                                     if k != "python" and t]
+        mode = render.load_values(_env(c, env))["bases"]["mode"]
+    bases = {k: t for k, t in result.bases.items() if k != "python" and t}
+    if image:
+        return list(image), bases, mode
+    wanted = [result.images["api"], result.images["simulator"], *bases.values()]
     present = [t for t in wanted if images.image_exists(t)]
     for missing in sorted(set(wanted) - set(present)):
         print(f"cluster: {missing} is not built here, not copied to the nodes (./iot build --env ENV first)")
-    return present
+    return present, bases, mode
 
 
 @task(name="create", help={
@@ -513,18 +515,22 @@ def _cluster_images(c, env, image):
     "workers": "worker nodes (default 2); with --ssh the hosts after the managers are the workers",
     "name": "cluster name (default iot): node, context and resource names derive from it",
     "ssh": "an existing Docker host as user@host (repeatable): the swarm is formed over docker contexts",
-    "env": "local driver: whose stack images to copy into the nodes (default: the config's env)",
-    "image": "local driver: copy this image instead (repeatable)",
+    "env": "local driver: whose stack images to give the nodes (default: the config's env)",
+    "image": "local driver: give the nodes this image instead (repeatable)",
+    "distribution": "local driver: how images reach the nodes: registry (default: a registry container on the "
+                    "cluster network, deploy with the printed --set registry=IP:5000/) or load (docker save, "
+                    "docker load into every node)",
     "option": "Docker Machine driver flag passed to every `docker-machine create` (repeatable)",
     "db_node": "node whose engine gets the label iot.influxdb=true (default: the first manager)",
     "label": "local driver: an extra label KEY=VALUE on every container, volume and network (repeatable)",
 }, iterable=["ssh", "image", "option", "label"])
 def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=None, env=None, image=None,
-                   option=None, db_node=None, label=None):
+                   option=None, db_node=None, label=None, distribution="registry"):
     """Create a Swarm cluster: local Docker-in-Docker nodes, existing hosts over SSH, or Docker Machine nodes.
 
     Then: swarm init on the first manager, joins, the database node labelled, and the docker context
-    to use printed. `--driver local` also copies the env's images into every node."""
+    to use printed. `--driver local` also gives the nodes the env's images: pushed to a registry on the
+    cluster network (default), or `docker load`ed into every node (--distribution load)."""
     import shlex
 
     from ops import cluster
@@ -539,17 +545,29 @@ def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=Non
                 return
             result = cluster.create_ssh(name, ssh, managers, db_node=int(db_node or 1))
         elif driver == "local":
+            if distribution not in cluster.DISTRIBUTIONS:
+                raise cluster.ClusterError(f"--distribution {distribution}: one of {', '.join(cluster.DISTRIBUTIONS)}")
+            use_registry = distribution == "registry"
             if c.config.run.dry:
-                print("would run: " + shlex.join(cluster.network_create_command(
-                    name, cluster.pick_subnet(cluster.used_subnets()), label or ())))
+                subnet = cluster.pick_subnet(cluster.used_subnets())
+                print("would run: " + shlex.join(cluster.network_create_command(name, subnet, label or ())))
+                if use_registry:
+                    print("would run: " + shlex.join(cluster.registry_run_command(
+                        name, cluster.registry_ip(subnet), extra_labels=label or ())))
                 for index, (node, role) in enumerate(cluster.node_names(name, managers, workers)):
                     print("would run: " + shlex.join(cluster.node_run_command(
-                        name, node, role, f"<subnet>.{cluster.FIRST_NODE_HOST + index}",
-                        host_socket_dir=cluster.socket_dir(name) if index == 0 else None, extra_labels=label or ())))
-                print("then: swarm init/join, node label, docker save | docker load of the images, a context")
+                        name, node, role, str(subnet.network_address + cluster.FIRST_NODE_HOST + index),
+                        host_socket_dir=cluster.socket_dir(name) if index == 0 else None, extra_labels=label or (),
+                        insecure_registry=f"{cluster.registry_ip(subnet)}:{cluster.REGISTRY_PORT}"
+                        if use_registry else None)))
+                print("then: swarm init/join, node label, "
+                      + ("docker push of the images to the cluster registry" if use_registry
+                         else "docker save | docker load of the images") + ", a context")
                 return
-            result = cluster.create_local(name, managers, workers, images=_cluster_images(c, env, image),
-                                          db_node=db_node, extra_labels=label or ())
+            refs, bases, mode = _cluster_images(c, env, image)
+            result = cluster.create_local(name, managers, workers, images=refs, db_node=db_node,
+                                          extra_labels=label or (), distribution=distribution, bases=bases,
+                                          bases_mode=mode)
         else:
             if c.config.run.dry:
                 for node, _ in cluster.node_names(name, managers, workers):
@@ -601,3 +619,75 @@ cluster_ns.add_task(cluster_create, name="create")
 cluster_ns.add_task(cluster_ls, name="ls")
 cluster_ns.add_task(cluster_rm, name="rm")
 ns.add_collection(cluster_ns)
+
+
+# -- InfluxDB backup and restore (ops/db.py) ------------------------------------------------------------
+DB_TARGET_HELP = ("compose (the env's `./iot up` stack, default) or swarm (its deployed stack; the InfluxDB "
+                  "task must run on the engine the docker CLI talks to)")
+
+
+@contextmanager
+def _db_errors():
+    from ops import db
+
+    with _clear_errors():
+        try:
+            yield
+        except db.DbError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+
+
+def _db_target(c, env, sets, target):
+    from ops import db, render
+
+    with _db_errors():
+        return db.target_for(_env(c, env), render.parse_overrides(sets or []), target)
+
+
+@task(name="backup", help={"env": ENV_HELP, "set": SET_HELP, "target": DB_TARGET_HELP,
+                           "out": "file to write (default backups/ENV-<UTC timestamp>.tar.gz)"}, iterable=["set"])
+def db_backup(c, env=None, set=None, out=None, target="compose"):  # noqa: A002 - the option is --set
+    """Back up the running stack's InfluxDB database (influxd backup -portable) into a .tar.gz file here."""
+    from pathlib import Path
+
+    from ops import db
+
+    where = _db_target(c, env, set, target)
+    path = Path(out) if out else db.default_out(where.env)
+    with _db_errors():
+        manifest = db.backup(where, path, db.Runner(dry=c.config.run.dry))
+    if c.config.run.dry:
+        print(f"would write {path}")
+        return
+    print(f"backup of {where.db} ({where.where('influxdb')}): {path} ({path.stat().st_size} bytes), "
+          f"{manifest['count']} points of {len(manifest['counts'])} sensors at backup time")
+
+
+@task(name="restore", help={"env": ENV_HELP, "set": SET_HELP, "target": DB_TARGET_HELP,
+                            "file": "a file written by db.backup",
+                            "force": "merge into a database that already holds points (default: refuse)"},
+      iterable=["set"])
+def db_restore(c, file, env=None, set=None, target="compose", force=False):  # noqa: A002 - the option is --set
+    """Restore a db.backup file into the running stack (best a fresh one) and check the counts.
+
+    Restored into a temporary database, copied into the live one with SELECT … INTO, then dropped: the
+    live database is never dropped. One that already holds points is refused unless --force."""
+    from pathlib import Path
+
+    from ops import db
+
+    where = _db_target(c, env, set, target)
+    with _db_errors():
+        result = db.restore(where, Path(file), db.Runner(dry=c.config.run.dry), force=force)
+    if c.config.run.dry:
+        return
+    restored, after = sum(result["restored"].values()), sum(result["after"].values())
+    print(f"restored {file} into {where.db} ({where.where('influxdb')}): {restored} points of "
+          f"{len(result['restored'])} sensors from the backup; {where.db} now holds {after} points "
+          f"(backup made {result['manifest'].get('created')} with {result['manifest'].get('count')})")
+
+
+db_ns = Collection("db")
+db_ns.add_task(db_backup, name="backup")
+db_ns.add_task(db_restore, name="restore")
+ns.add_collection(db_ns)

@@ -13,9 +13,19 @@ made from Docker Machine's TLS files.
   but SYS_RESOURCE, seccomp and systempaths unconfined, a device cgroup rule `a *:* rwm`; the
   entrypoint remounts /sys and the cgroup v1 hierarchies read-write, then execs dockerd. The nodes
   sit on a user network with a fixed subnet (10.213.X.0/24, X free) and fixed addresses, each with
-  its /var/lib/docker on a volume of its own. Our images are copied in with `docker save` once and
-  `docker load` into every node. Everything carries the label `iot.cluster=NAME` (and any extra
-  labels given), which is what `ls_local` and `rm_local` go by.
+  its /var/lib/docker on a volume of its own. Everything carries the label `iot.cluster=NAME` (and
+  any extra labels given), which is what `ls_local` and `rm_local` go by.
+
+  Images reach the nodes through a **registry on the cluster network** (distribution="registry",
+  the default): a container of images/registry (Debian's docker-registry on the offline Debian
+  base) at the fixed address .2 of the subnet, port 5000, plain HTTP; every node's dockerd gets
+  `--insecure-registry IP:5000`. This host pushes our images to it through a port published on
+  127.0.0.1 only (an ephemeral one: this engine trusts 127.0.0.0/8 as insecure by default, not the
+  cluster's subnet, and its daemon configuration is not ours to change), then drops those temporary
+  tags; the nodes pull `IP:5000/REPO:TAG` when a task needs it. Deploy with the registry prefix:
+  `--set registry=IP:5000/` (and `--set bases.MODE.KEY=IP:5000/REF` for the base images the stack
+  uses as they are, e.g. InfluxDB); `deploy_sets` gives them, `Cluster.lines` prints them.
+  distribution="load" is the fallback: `docker save` once, `docker load` into every node in parallel.
 
   The manager's Docker API reaches the host as a **unix socket** (dockerd's second `-H`) in a
   host folder mounted into the manager (build/clusters/NAME/, mode 0700, socket root:root 0660):
@@ -61,6 +71,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DIND_CONTEXT = ROOT / "images" / "dind"
 DIND_IMAGE = "iot-base/dind:20.10-bookworm"
 DEBIAN_IMAGE = "iot-base/debian:bookworm"
+REGISTRY_CONTEXT = ROOT / "images" / "registry"
+REGISTRY_IMAGE = "iot-base/registry:2.8-bookworm"
+REGISTRY_HOST = 2                     # the registry's address: .2 of the cluster subnet
+REGISTRY_PORT = 5000
+DISTRIBUTIONS = ("registry", "load")  # how images reach the nodes: a registry on the network, or save/load
 STATE_DIR = ROOT / "build" / "clusters"
 LABEL = "iot.cluster"                 # value: the cluster name
 ROLE_LABEL = "iot.cluster.role"       # manager | worker
@@ -140,6 +155,8 @@ class Cluster:
     docker_host: str | None = None      # same target as a DOCKER_HOST value, when there is one
     seconds: float = 0.0
     timings: dict[str, float] = field(default_factory=dict)
+    registry: str | None = None         # image prefix the nodes pull from ("10.213.X.2:5000/"), if any
+    deploy_sets: list[str] = field(default_factory=list)  # --set KEY=VALUE a deploy to this cluster needs
 
     @property
     def managers(self) -> list[Node]:
@@ -157,9 +174,11 @@ class Cluster:
             out.append(f"use it: docker --context {self.context} node ls   (or: docker context use {self.context})")
         if self.docker_host:
             out.append(f"   or: export DOCKER_HOST={self.docker_host}")
-        out.append("deploy: ./iot render --env ENV, then "
-                   f"docker --context {self.context or 'CONTEXT'} stack deploy --resolve-image never "
-                   "-c build/ENV/stack.yaml iot-ENV")
+        if self.registry:
+            out.append(f"images: in the cluster's registry {self.registry} (the nodes pull from it)")
+        sets = "".join(f" --set {s}" for s in self.deploy_sets)
+        out.append(f"deploy: DOCKER_CONTEXT={self.context or 'CONTEXT'} ./iot deploy --env ENV{sets} "
+                   "--url http://NODE-ADDRESS:PORT")
         return out
 
 
@@ -283,9 +302,11 @@ def network_create_command(name: str, subnet: ipaddress.IPv4Network, extra_label
 
 
 def node_run_command(name: str, node: str, role: str, ip: str, image: str = DIND_IMAGE,
-                     host_socket_dir: Path | None = None, extra_labels: Sequence[str] = ()) -> list[str]:
+                     host_socket_dir: Path | None = None, extra_labels: Sequence[str] = (),
+                     insecure_registry: str | None = None) -> list[str]:
     """`docker run` of one node. host_socket_dir (managers that expose their API): mounted at
-    NODE_SOCKET_DIR, where dockerd opens a second unix socket. Pure (for the unit tests)."""
+    NODE_SOCKET_DIR, where dockerd opens a second unix socket. insecure_registry (IP:PORT): the
+    cluster's registry, which dockerd then talks plain HTTP to. Pure (for the unit tests)."""
     container = container_name(name, node)
     cmd = ["docker", "run", "-d", "--name", container, "--hostname", node, *DIND_FLAGS,
            *labels_args(name, extra_labels), "--label", f"{ROLE_LABEL}={role}",
@@ -299,7 +320,98 @@ def node_run_command(name: str, node: str, role: str, ip: str, image: str = DIND
     cmd += ["--group", "root", "-H", "unix:///var/run/docker.sock"]
     if host_socket_dir is not None:
         cmd += ["-H", f"unix://{NODE_SOCKET_DIR}/docker.sock"]
+    if insecure_registry:
+        cmd += ["--insecure-registry", insecure_registry]
     return cmd
+
+
+# -- local: the cluster's registry ---------------------------------------------------------------------
+def registry_container(name: str) -> str:
+    return f"iotc-{name}-registry"
+
+
+def registry_ip(subnet: ipaddress.IPv4Network) -> str:
+    return str(subnet.network_address + REGISTRY_HOST)
+
+
+def registry_run_command(name: str, ip: str, image: str = REGISTRY_IMAGE,
+                         extra_labels: Sequence[str] = ()) -> list[str]:
+    """`docker run` of the cluster's registry: on the cluster network at IP, port 5000 also published on
+    127.0.0.1 (a port the engine picks) for the pushes from this host. Pure (for the unit tests)."""
+    return ["docker", "run", "-d", "--name", registry_container(name), *labels_args(name, extra_labels),
+            "--label", f"{ROLE_LABEL}=registry", "--network", network_name(name), "--ip", ip,
+            "--publish", f"127.0.0.1::{REGISTRY_PORT}", image]
+
+
+def registry_ref(prefix: str, ref: str) -> str:
+    """iot/api:0.1.0 -> PREFIX + iot/api:0.1.0 (PREFIX ends in '/')."""
+    return f"{prefix}{ref}"
+
+
+def deploy_sets(registry: str, bases: dict[str, str] | None = None, mode: str = "offline",
+                pushed: Sequence[str] = ()) -> list[str]:
+    """The `--set` values of a deploy that pulls from the cluster's registry: our images through
+    `registry`, and each base image that was pushed (bases: {key: ref}) through bases.MODE.KEY. Pure."""
+    sets = [f"registry={registry}"]
+    for key, ref in sorted((bases or {}).items()):
+        if ref and ref in pushed:
+            sets.append(f"bases.{mode}.{key}={registry_ref(registry, ref)}")
+    return sets
+
+
+def registry_host_port(name: str) -> str:
+    """127.0.0.1:PORT where the cluster's registry is published on this host."""
+    out = run(["docker", "port", registry_container(name), f"{REGISTRY_PORT}/tcp"], echo=False)
+    for line in out.splitlines():
+        if line.startswith("127.0.0.1:"):
+            return line.strip()
+    raise ClusterError(f"the registry of cluster {name} is not published on 127.0.0.1 ({out!r})")
+
+
+def registry_address(name: str) -> str | None:
+    """The prefix the nodes pull with (IP:5000/), None when the cluster has no registry."""
+    ip = run(["docker", "inspect", "--format", f'{{{{(index .NetworkSettings.Networks "{network_name(name)}").IPAddress}}}}',
+              registry_container(name)], echo=False, check=False)
+    return f"{ip}:{REGISTRY_PORT}/" if re.fullmatch(r"[0-9.]+", ip or "") else None
+
+
+def wait_registry(host_port: str, progress: Progress = say, timeout: float = 30) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{host_port}/v2/", timeout=2) as resp:  # noqa: S310 (ours, 127.0.0.1)
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise ClusterError(f"the cluster registry on {host_port} did not answer within {timeout:.0f} s")
+
+
+def push_images(host_port: str, image_refs: Sequence[str], progress: Progress = say) -> float:
+    """Tag each image 127.0.0.1:PORT/REF, push them (in parallel), drop those temporary tags. Seconds."""
+    if not image_refs:
+        return 0.0
+    started = time.monotonic()
+    lock = threading.Lock()
+
+    def locked(message: str) -> None:
+        with lock:
+            progress(message)
+
+    temporary = [registry_ref(f"{host_port}/", ref) for ref in image_refs]
+    try:
+        for ref, tmp_ref in zip(image_refs, temporary, strict=True):
+            run(["docker", "tag", ref, tmp_ref], progress)
+        with ThreadPoolExecutor(max_workers=min(4, len(temporary))) as pool:
+            futures = [pool.submit(run, ["docker", "push", "--quiet", t], locked, timeout=900) for t in temporary]
+            for future in futures:
+                future.result()
+    finally:  # only our temporary tags: the images themselves keep their own names
+        run(["docker", "rmi", *temporary], progress, check=False, echo=False)
+    return time.monotonic() - started
 
 
 def volume_create_command(name: str, container: str, extra_labels: Sequence[str] = ()) -> list[str]:
@@ -307,8 +419,9 @@ def volume_create_command(name: str, container: str, extra_labels: Sequence[str]
 
 
 def ensure_dind_image(image: str = DIND_IMAGE, debian_image: str = DEBIAN_IMAGE, progress: Progress = say,
-                      force: bool = False) -> float | None:
-    """Build images/dind on the offline Debian base (bootstrapped first if missing). None: present."""
+                      force: bool = False, context: Path = DIND_CONTEXT) -> float | None:
+    """Build images/dind (or CONTEXT, e.g. images/registry) on the offline Debian base (bootstrapped
+    first if missing). None: present."""
     from ops import images
 
     if not force and images.image_exists(image):
@@ -317,7 +430,7 @@ def ensure_dind_image(image: str = DIND_IMAGE, debian_image: str = DEBIAN_IMAGE,
     if not images.image_exists(debian_image):
         images.build_debian_base(debian_image, progress=progress)
     started = time.monotonic()
-    run(["docker", "build", "--build-arg", f"DEBIAN_IMAGE={debian_image}", "--tag", image, str(DIND_CONTEXT)],
+    run(["docker", "build", "--build-arg", f"DEBIAN_IMAGE={debian_image}", "--tag", image, str(context)],
         progress, timeout=1800, env={"DOCKER_BUILDKIT": "0"})  # no RUN --mount: the classic builder will do
     took = time.monotonic() - started
     progress(f"{image}: built in {took:.1f} s")
@@ -367,30 +480,54 @@ def distribute_images(containers: Sequence[str], image_refs: Sequence[str], prog
 
 def create_local(name: str, managers: int = 1, workers: int = 2, progress: Progress = say, *,
                  images: Sequence[str] = (), db_node: str | None = None, extra_labels: Sequence[str] = (),
-                 state_dir: Path = STATE_DIR, context: bool = True, image: str = DIND_IMAGE) -> Cluster:
-    """A swarm of Docker-in-Docker containers on this engine. On any failure what was made is removed."""
+                 state_dir: Path = STATE_DIR, context: bool = True, image: str = DIND_IMAGE,
+                 distribution: str = "registry", registry_image: str = REGISTRY_IMAGE,
+                 bases: dict[str, str] | None = None, bases_mode: str = "offline") -> Cluster:
+    """A swarm of Docker-in-Docker containers on this engine. On any failure what was made is removed.
+
+    distribution: "registry" (a registry container on the cluster network, images pushed to it) or
+    "load" (docker save | docker load into every node). bases ({key: ref}, of bases_mode): which of
+    `images` are base images, for the deploy's `--set bases.MODE.KEY=…` (Cluster.deploy_sets)."""
     check_name(name)
+    if distribution not in DISTRIBUTIONS:
+        raise ClusterError(f"image distribution {distribution!r}: one of {', '.join(DISTRIBUTIONS)}")
     nodes_wanted = node_names(name, managers, workers)
     if ls_local(name):
         raise ClusterError(f"a local cluster {name!r} exists already: ./iot cluster.rm --name {name}")
     started = time.monotonic()
     timings: dict[str, float] = {}
+    use_registry = distribution == "registry"
     ensure_dind_image(image, progress=progress)
+    if use_registry:
+        ensure_dind_image(registry_image, progress=progress, context=REGISTRY_CONTEXT)
     timings["node image"] = time.monotonic() - started
     sock_dir = socket_dir(name, state_dir)
+    pusher = ThreadPoolExecutor(max_workers=1)  # the pushes overlap the nodes' start and the swarm's forming
+    pushed = None
     try:
         step = time.monotonic()
         subnet = pick_subnet(used_subnets())
         run(network_create_command(name, subnet, extra_labels), progress)
         sock_dir.mkdir(parents=True, exist_ok=True)
         sock_dir.chmod(0o700)
+        registry = None
+        if use_registry:
+            run(registry_run_command(name, registry_ip(subnet), registry_image, extra_labels), progress)
+            registry = f"{registry_ip(subnet)}:{REGISTRY_PORT}/"
+
+            def push() -> float:
+                host_port = registry_host_port(name)
+                wait_registry(host_port, progress)
+                return push_images(host_port, images, progress)
+
+            pushed = pusher.submit(push)
         nodes: list[Node] = []
         for index, (node, role) in enumerate(nodes_wanted):
             container = container_name(name, node)
             ip = node_ip(subnet, index)
             run(volume_create_command(name, container, extra_labels), progress)
-            run(node_run_command(name, node, role, ip, image, sock_dir if index == 0 else None, extra_labels),
-                progress)
+            run(node_run_command(name, node, role, ip, image, sock_dir if index == 0 else None, extra_labels,
+                                 insecure_registry=registry.rstrip("/") if registry else None), progress)
             nodes.append(Node(node, role, ip, ["docker", "exec", container, "docker"]))
         for node in nodes:
             wait_engine(container_name(name, node.name), progress)
@@ -399,8 +536,13 @@ def create_local(name: str, managers: int = 1, workers: int = 2, progress: Progr
         form_swarm(nodes, db_node or nodes[0].name, progress)
         timings["swarm formed"] = time.monotonic() - step
         step = time.monotonic()
-        distribute_images([container_name(name, n.name) for n in nodes], images, progress)
-        timings["images loaded"] = time.monotonic() - step
+        if pushed is not None:
+            took = pushed.result()
+            timings["images pushed (overlapping the above)"] = took
+            timings["waited for the pushes"] = time.monotonic() - step
+        else:
+            distribute_images([container_name(name, n.name) for n in nodes], images, progress)
+            timings["images loaded"] = time.monotonic() - step
         docker_host = f"unix://{sock_dir}/docker.sock"
         ctx = None
         if context:
@@ -410,10 +552,14 @@ def create_local(name: str, managers: int = 1, workers: int = 2, progress: Progr
                  "--docker", f"host={docker_host}"], progress)
     except BaseException:
         progress(f"creating cluster {name} failed: removing what was made")
+        pusher.shutdown(wait=True, cancel_futures=True)
         rm_local(name, progress, state_dir=state_dir)
         raise
+    finally:
+        pusher.shutdown(wait=True)
     cluster = Cluster(name, "local", nodes, db_node or nodes[0].name, ctx, docker_host,
-                      time.monotonic() - started, timings)
+                      time.monotonic() - started, timings, registry,
+                      deploy_sets(registry, bases, bases_mode, images) if registry else [])
     progress("timings: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return cluster
 
@@ -432,8 +578,8 @@ def ls_local(name: str | None = None) -> list[dict]:
 
 
 def rm_local(name: str, progress: Progress = say, state_dir: Path = STATE_DIR) -> list[str]:
-    """Remove a local cluster: its containers, their volumes, its network, its context and socket folder.
-    Only what carries `iot.cluster=NAME` is touched. Returns what was removed."""
+    """Remove a local cluster: its containers (nodes and registry), their volumes, its network, its context
+    and socket folder. Only what carries `iot.cluster=NAME` is touched. Returns what was removed."""
     check_name(name)
     flt = f"label={LABEL}={name}"
     removed = []

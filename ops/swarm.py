@@ -449,7 +449,11 @@ def _http(method: str, url: str, token: str, body: bytes | None = None, timeout:
 def smoke_test(api_url: str, write_token: str, read_token: str, timeout: float = 60,
                progress: Progress = say) -> str:
     """POST one reading with the write token, read it back with the read token, through API_URL.
+    API_URL may list several URLs separated by commas (e.g. every node of a cluster whose api publishes
+    host-mode ports on some nodes only): each attempt goes to the next one in turn.
     Returns its sensor_id; SwarmError when either step does not succeed within TIMEOUT."""
+    urls = [u.strip().rstrip("/") for u in api_url.split(",") if u.strip()] or [api_url]
+    attempt = 0
     sensor = f"smoke-{uuid.uuid4().hex[:10]}"
     ts = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     body = json.dumps({"ts": ts, "type": "temp", "value": 21.5, "sensor_id": sensor}).encode()
@@ -457,6 +461,7 @@ def smoke_test(api_url: str, write_token: str, read_token: str, timeout: float =
     last = "no answer"
     stored = False
     while time.monotonic() < deadline:
+        api_url, attempt = urls[attempt % len(urls)], attempt + 1
         try:
             if not stored:
                 code, answer = _http("POST", f"{api_url}/data", write_token, body)
@@ -471,7 +476,7 @@ def smoke_test(api_url: str, write_token: str, read_token: str, timeout: float =
         except (urllib.error.URLError, OSError, ValueError) as exc:
             last = f"{api_url}: {getattr(exc, 'reason', exc)}"
         time.sleep(1)
-    raise SwarmError(f"smoke test failed through {api_url}: {last}")
+    raise SwarmError(f"smoke test failed through {', '.join(urls)}: {last}")
 
 
 # -- status -----------------------------------------------------------------------------------------

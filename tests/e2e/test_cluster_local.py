@@ -1,16 +1,20 @@
 """A 3-node swarm on this engine (`./iot cluster.create --driver local`): deploy, spread, node failure.
 
-The nodes are Docker-in-Docker containers (images/dind) on a user network of their own; the test
-reaches the api through a node's address on that network (a host-mode port: no IPVS here, so the
-test values use dnsrr endpoints and host-mode ports). Those addresses are containers on this very
-machine, our own test hosts; nothing else is targeted.
+The nodes are Docker-in-Docker containers (images/dind) on a user network of their own, with the
+cluster's registry (images/registry) on it; `cluster.create` pushes our images there and the nodes
+pull them when a task needs one. The stack goes on through the same path as any other target:
+`DOCKER_CONTEXT=iot-NAME ./iot deploy --env test --set registry=IP:5000/ …` (its own convergence
+wait and smoke test). The test reaches the api through the nodes' addresses on that network (a
+host-mode port: no IPVS here, so the test values use dnsrr endpoints and host-mode ports). Those
+addresses are containers on this very machine, our own test hosts; nothing else is targeted.
 
-One module-scoped cluster (~20 s to create), removed at the end whatever happens: by `cluster.rm`,
+One module-scoped cluster (~15 s to create), removed at the end whatever happens: by `cluster.rm`,
 and by the session's run label (conftest.run_label) should that fail too.
 """
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -30,9 +34,10 @@ API_REPLICAS = 2  # on 3 nodes: when one goes, its replica has a node to go to (
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
 
-def iot(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+def iot(*args: str, check: bool = True, timeout: float = 600, env: dict[str, str] | None = None
+        ) -> subprocess.CompletedProcess:
     proc = subprocess.run([str(ROOT / "iot"), *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
-                          check=False)
+                          check=False, env={**os.environ, **env} if env else None)
     if check and proc.returncode != 0:
         raise AssertionError(f"./iot {' '.join(args)} exited {proc.returncode}:\n{proc.stdout[-3000:]}\n"
                              f"{proc.stderr[-3000:]}")
@@ -50,6 +55,7 @@ class Swarm:
     def __init__(self, name: str):
         self.name = name
         self.context = cluster.context_name(name)
+        self.sets: list[str] = []  # the deploy's --set values cluster.create printed
 
     def docker(self, *args: str, **kw) -> str:
         return sh("docker", "--context", self.context, *args, **kw)
@@ -99,7 +105,14 @@ def swarm(offline_bases, run_label):
         out = iot("cluster.create", "--driver", "local", "--managers", "1", "--workers", "2", "--name", name,
                   "--env", ENV, "--label", run_label, timeout=600)
         print(f"cluster.create took {time.monotonic() - started:.1f} s\n{out.stdout}")
-        yield Swarm(name)
+        timings = [line for line in out.stderr.splitlines() if "timings:" in line]
+        print("\n".join(timings))
+        swarm = Swarm(name)
+        # the deploy's --set values, as cluster.create printed them
+        deploy_line = next(line for line in out.stdout.splitlines() if line.startswith("deploy: "))
+        words = deploy_line.split()
+        swarm.sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
+        yield swarm
     finally:
         iot("cluster.rm", "--name", name, check=False, timeout=300)
         if cluster.ls_local(name):  # belt and braces: the run label is removed by conftest too
@@ -108,18 +121,26 @@ def swarm(offline_bases, run_label):
 
 @pytest.fixture(scope="module")
 def deployed(swarm, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cluster-stack")
-    overrides = render.parse_overrides([f"api.deploy.replicas={API_REPLICAS}"])
-    result = render.render(ENV, out_dir=tmp / "out", secrets_dir=tmp / "secrets", overrides=overrides)
-    swarm.docker("stack", "deploy", "--resolve-image", "never", "-c", str(result.files["stack.yaml"]), STACK,
-                 timeout=120)
-    wait_for("api and influxdb tasks running",
-             lambda: len(swarm.running("api")) == API_REPLICAS and len(swarm.running("influxdb")) == 1, timeout=120)
-    addresses = swarm.addresses()
+    registry = cluster.registry_address(swarm.name)
+    assert registry and f"registry={registry}" in swarm.sets, (registry, swarm.sets)
+    sets = [*swarm.sets, f"api.deploy.replicas={API_REPLICAS}"]
+    overrides = render.parse_overrides(sets)
     port = render.load_values(ENV, overrides)["api"]["published_port"]
+    addresses = swarm.addresses()
+    # host-mode ports answer only where an api task runs, and where that is is Swarm's choice: the
+    # smoke test goes to each node in turn (a comma-separated --url)
+    urls = ",".join(f"http://{addresses[n]}:{port}" for n in sorted(addresses))
+    args = ["deploy", "--env", ENV, *[x for s in sets for x in ("--set", s)], "--url", urls]
+    started = time.monotonic()
+    out = iot(*args, env={"DOCKER_CONTEXT": swarm.context}, timeout=900)
+    print(f"./iot deploy took {time.monotonic() - started:.1f} s\n{out.stdout}")
+    assert "every service converged, smoke test passed" in out.stdout, out.stdout
+    assert "smoke test passed" in out.stderr
     for node in swarm.running("api"):
         wait_for(f"api ready on {node}", lambda n=node: ready(f"http://{addresses[n]}:{port}"), timeout=90)
-    return result, port
+    # the deploy's secrets (secrets/ENV, kept): the token the simulator needs
+    result = render.render(ENV, out_dir=tmp_path_factory.mktemp("cluster-stack"), overrides=overrides)
+    return result, port, registry
 
 
 def test_three_nodes_ready_and_the_database_node_labelled(swarm):
@@ -130,35 +151,57 @@ def test_three_nodes_ready_and_the_database_node_labelled(swarm):
     labelled = swarm.docker("node", "inspect", "--format", "{{.Description.Hostname}} {{index .Spec.Labels \"iot.influxdb\"}}",
                             *[n["ID"] for n in nodes]).split("\n")
     assert sorted(line.split()[0] for line in labelled if line.endswith(" true")) == [f"{swarm.name}-m1"]
-    # the images were copied into every node: nothing can be pulled here
+    # the images are in the cluster's registry (nothing can be pulled from the internet here), and
+    # every node trusts it as an insecure registry
+    registry = cluster.registry_address(swarm.name)
+    host_port = cluster.registry_host_port(swarm.name)
+    assert host_port.startswith("127.0.0.1:")
+    import urllib.request
+    with urllib.request.urlopen(f"http://{host_port}/v2/_catalog", timeout=5) as resp:  # noqa: S310 (ours)
+        catalog = json.loads(resp.read())["repositories"]
+    assert {"iot/api", "iot/simulator", "iot-base/influxdb"} <= set(catalog), catalog
     for node in nodes:
         container = cluster.container_name(swarm.name, node["Hostname"])
-        assert "iot/api:0.1.0" in sh("docker", "exec", container, "docker", "images", "--format",
-                                     "{{.Repository}}:{{.Tag}}")
+        insecure = sh("docker", "exec", container, "docker", "info", "--format",
+                      "{{json .RegistryConfig.IndexConfigs}}")
+        assert registry.rstrip("/") in json.loads(insecure), insecure
+    # the temporary tags of the pushes are gone from this engine
+    assert host_port not in sh("docker", "images", "--format", "{{.Repository}}")
 
 
 def test_api_replicas_spread_across_nodes(swarm, deployed):
+    _, _, registry = deployed
     api_nodes = swarm.running("api")
     assert len(api_nodes) == len(set(api_nodes)) == API_REPLICAS
     assert swarm.running("influxdb") == [f"{swarm.name}-m1"]  # pinned by the node label
+    # the nodes pulled the images from the cluster's registry
+    images = swarm.docker("service", "inspect", "--format", "{{.Spec.TaskTemplate.ContainerSpec.Image}}",
+                          f"{STACK}_api", f"{STACK}_influxdb").split()
+    assert all(i.startswith(registry) for i in images), images
+    for node in api_nodes:
+        container = cluster.container_name(swarm.name, node)
+        assert f"{registry}iot/api" in sh("docker", "exec", container, "docker", "images", "--format",
+                                          "{{.Repository}}:{{.Tag}}")
 
 
 def influx_count(swarm: Swarm, node: str, where: str) -> int:
-    """Straight to InfluxDB's HTTP API from inside an api container (on the backend network)."""
+    """Straight to InfluxDB's HTTP API from inside an api container (on the backend network), as the
+    api's reader (its INFLUXDB_READER_* settings) when InfluxDB has auth on."""
     container = cluster.container_name(swarm.name, node)
     api = sh("docker", "exec", container, "docker", "ps", "-q", "--filter",
              f"label=com.docker.swarm.service.name={STACK}_api").split()[0]
     q = f'SELECT count("value") FROM "iot"."iot_rp"."data" {where}'
-    script = ("import sys, urllib.parse, urllib.request; "
-              "print(urllib.request.urlopen('http://influxdb:8086/query?' + urllib.parse.urlencode("
-              "{'q': sys.argv[1]})).read().decode())")
+    script = ("import os, sys, urllib.parse, urllib.request; e = os.environ; q = {'q': sys.argv[1]}; "
+              "pw = e.get('INFLUXDB_READER_PASSWORD_FILE'); "
+              "q.update({'u': e['INFLUXDB_READER_USER'], 'p': open(pw).read().strip()} if pw else {}); "
+              "print(urllib.request.urlopen('http://influxdb:8086/query?' + urllib.parse.urlencode(q)).read().decode())")
     out = sh("docker", "exec", container, "docker", "exec", api, "python3", "-c", script, q)
     series = json.loads(out).get("results", [{}])[0].get("series", [])
     return sum(row[1] for s in series for row in s["values"])
 
 
 def test_worker_stopped_under_load_service_recovers_and_nothing_acknowledged_is_lost(swarm, deployed):
-    result, port = deployed
+    result, port, _ = deployed
     addresses = swarm.addresses()
     api_nodes = swarm.running("api")
     victim = next(n for n in api_nodes if "-w" in n)          # a worker running an api replica
@@ -200,6 +243,7 @@ def test_cluster_rm_removes_everything(swarm, deployed):
     assert sh("docker", "ps", "-aq", "--filter", flt).split() == []
     assert sh("docker", "volume", "ls", "-q", "--filter", flt).split() == []
     assert sh("docker", "network", "ls", "-q", "--filter", flt).split() == []
+    assert sh("docker", "ps", "-aq", "--filter", f"name=^{cluster.registry_container(swarm.name)}$").split() == []
     assert swarm.context not in sh("docker", "context", "ls", "--format", "{{.Name}}").split()
     assert not cluster.socket_dir(swarm.name).exists()
     assert cluster.ls_local(swarm.name) == []
