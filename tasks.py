@@ -667,7 +667,7 @@ def db_backup(c, env=None, set=None, out=None, target="compose"):  # noqa: A002 
                             "file": "a file written by db.backup",
                             "force": "merge into a database that already holds points (default: refuse)"},
       iterable=["set"])
-def db_restore(c, file, env=None, set=None, target="compose", force=False):  # noqa: A002 - the option is --set
+def db_restore(c, file=None, env=None, set=None, target="compose", force=False):  # noqa: A002 - the option is --set
     """Restore a db.backup file into the running stack (best a fresh one) and check the counts.
 
     Restored into a temporary database, copied into the live one with SELECT … INTO, then dropped: the
@@ -676,6 +676,8 @@ def db_restore(c, file, env=None, set=None, target="compose", force=False):  # n
 
     from ops import db
 
+    if not file:  # an option rather than a positional, so that `db.restore --help` shows the help
+        raise Exit("db.restore needs --file FILE (a file written by db.backup)", code=2)
     where = _db_target(c, env, set, target)
     with _db_errors():
         result = db.restore(where, Path(file), db.Runner(dry=c.config.run.dry), force=force)

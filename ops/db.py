@@ -266,7 +266,8 @@ class Influx:
             try:
                 self.password = target.admin_password_file.read_text().strip()
             except OSError:
-                raise DbError(f"influxdb.auth is on but {target.admin_password_file} cannot be read") from None
+                if not runner.dry:  # --dry prints what would run: it must not need the secrets
+                    raise DbError(f"influxdb.auth is on but {target.admin_password_file} cannot be read") from None
 
     def query(self, q: str, db: str | None = None, write: bool = False) -> dict:
         """Run one statement; reads run in dry mode too, changes (write=True) are only printed there."""

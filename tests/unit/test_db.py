@@ -133,3 +133,14 @@ def test_dry_restore_goes_through_a_temporary_database(tmp_path):
     assert 'would query: SELECT * INTO "iot"."iot_rp".:MEASUREMENT FROM "iot_restore_' in text
     assert 'would query: DROP DATABASE "iot_restore_' in text
     assert "DROP DATABASE \"iot\"" not in text  # the live database is never dropped
+
+
+def test_dry_backup_needs_no_secrets_even_with_auth_on(tmp_path):
+    """--dry prints what would run; on a fresh clone the secrets do not exist yet, and that is fine."""
+    import dataclasses
+
+    on = dataclasses.replace(db.target_for("test", {"project": "iotbk", "influxdb.auth": True}),
+                             admin_password_file=tmp_path / "missing")
+    runner = Recorder()
+    db.backup(on, tmp_path / "out.tar.gz", runner)
+    assert any("influxd backup -portable" in line for line in runner.lines)
