@@ -243,3 +243,25 @@ def _json_or_text(body: bytes):
         return json.loads(body)
     except ValueError:
         return body.decode(errors="replace")
+
+
+# Run as `python3 -c SCRIPT QUERY READER` inside a container of the stack (the api's image has python):
+# straight to InfluxDB over the stack's internal network, not through our api, so it is the
+# independent check. With influxdb.auth, as the reader, its password read from the secret mounted in
+# that container (/run/secrets), never on a command line.
+_COUNT_IN_CONTAINER = (
+    "import base64, os, sys, urllib.parse, urllib.request; "
+    "req = urllib.request.Request('http://influxdb:8086/query?' + urllib.parse.urlencode("
+    "{'q': sys.argv[1]})); secret = '/run/secrets/influxdb_reader_password'; "
+    "os.path.exists(secret) and req.add_header('Authorization', 'Basic ' + base64.b64encode("
+    "(sys.argv[2] + ':' + open(secret).read().strip()).encode()).decode()); "
+    "print(urllib.request.urlopen(req).read().decode())")
+
+
+def influx_count_in_container(exec_in_api, influxdb_values: dict, where: str = "") -> int:
+    """Points in a stack's InfluxDB; `exec_in_api(argv)` runs argv in its api container, returns stdout."""
+    v = influxdb_values
+    q = f'SELECT count("value") FROM "{v["db"]}"."{v["rp"]}"."{v["measurement"]}" {where}'
+    out = exec_in_api(["python3", "-c", _COUNT_IN_CONTAINER, q, v["users"]["reader"]])
+    series = json.loads(out).get("results", [{}])[0].get("series", [])
+    return sum(row[1] for s in series for row in s["values"])

@@ -19,6 +19,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from harness import influx_count_in_container  # noqa: E402
+
 from ops import images, render, secrets, stack  # noqa: E402
 
 ENV = "test"
@@ -44,20 +46,8 @@ def compose(prepared: stack.Stack, *args: str, target: str = "compose.yaml", che
 
 def influx_count(prepared: stack.Stack, where: str = "") -> int:
     values = render.load_values(ENV, {"bases.mode": "offline"})["influxdb"]
-    q = f'SELECT count("value") FROM "{values["db"]}"."{values["rp"]}"."{values["measurement"]}" {where}'
-    # Straight to InfluxDB's HTTP API from inside the stack's backend network (the api container has
-    # python), not through our api: this is the independent check.
-    # With influxdb.auth, as the reader: its password from the secret mounted in the api container
-    # (/run/secrets), never on a command line.
-    script = ("import base64, os, sys, urllib.parse, urllib.request; "
-              "req = urllib.request.Request('http://influxdb:8086/query?' + urllib.parse.urlencode("
-              "{'q': sys.argv[1]})); secret = '/run/secrets/influxdb_reader_password'; "
-              "os.path.exists(secret) and req.add_header('Authorization', 'Basic ' + base64.b64encode("
-              "(sys.argv[2] + ':' + open(secret).read().strip()).encode()).decode()); "
-              "print(urllib.request.urlopen(req).read().decode())")
-    out = compose(prepared, "exec", "-T", "api", "python3", "-c", script, q, values["users"]["reader"]).stdout
-    series = json.loads(out).get("results", [{}])[0].get("series", [])
-    return sum(row[1] for s in series for row in s["values"])
+    return influx_count_in_container(lambda argv: compose(prepared, "exec", "-T", "api", *argv).stdout,
+                                     values, where)
 
 
 def api_get(prepared: stack.Stack, path: str) -> dict:

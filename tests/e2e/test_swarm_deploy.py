@@ -25,6 +25,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from harness import influx_count_in_container  # noqa: E402
+
 from ops import render, secrets  # noqa: E402
 
 ENV = "test"
@@ -71,20 +73,8 @@ def http(method: str, path: str, token_name: str, body: dict | None = None) -> t
 def influx_count(docker, where: str) -> int:
     """Straight from InfluxDB over the stack's internal network (from inside the api container): the
     independent check, not through our api."""
-    v = values()["influxdb"]
-    q = f'SELECT count("value") FROM "{v["db"]}"."{v["rp"]}"."{v["measurement"]}" {where}'
     container = docker("ps", "-q", "--filter", f"label=com.docker.swarm.service.name={STACK}_api").split()[0]
-    # With influxdb.auth, as the reader: its password from the secret mounted in the api container
-    # (/run/secrets), never on a command line.
-    script = ("import base64, os, sys, urllib.parse, urllib.request; "
-              "req = urllib.request.Request('http://influxdb:8086/query?' + urllib.parse.urlencode("
-              "{'q': sys.argv[1]})); secret = '/run/secrets/influxdb_reader_password'; "
-              "os.path.exists(secret) and req.add_header('Authorization', 'Basic ' + base64.b64encode("
-              "(sys.argv[2] + ':' + open(secret).read().strip()).encode()).decode()); "
-              "print(urllib.request.urlopen(req).read().decode())")
-    out = docker("exec", container, "python3", "-c", script, q, v["users"]["reader"])
-    series = json.loads(out).get("results", [{}])[0].get("series", [])
-    return sum(row[1] for s in series for row in s["values"])
+    return influx_count_in_container(lambda argv: docker("exec", container, *argv), values()["influxdb"], where)
 
 
 def service_versions(docker) -> dict[str, str]:
