@@ -37,16 +37,17 @@ MAX_PROBLEMS = 20  # a batch of 5000 bad readings should not produce a megabyte 
 
 
 class _Reading(msgspec.Struct, forbid_unknown_fields=True, gc=False):
-    """The fast path's view of a reading. msgspec applies patterns with re.search, hence \\Z anchors
-    (`$` would let a trailing newline through). Integer sensor ids beyond int64 (msgspec's bound
-    limit) go to the full check, which takes what orjson keeps as int (up to 2**64 - 1).
+    """The fast path's view of a reading: types and fields checked by msgspec in C. Tag patterns are
+    checked afterwards against memoised sets of valid values (a fleet has few distinct types and
+    sensor ids): msgspec applies a pattern by calling `re.search` per value, 0.9 us per reading for
+    the two tags, 40% of the whole path (measured). Integer sensor ids beyond int64 (msgspec's
+    bound limit) go to the full check, which takes what orjson keeps as int (up to 2**64 - 1).
     gc=False: a reading holds only str, int and float (no cycles possible); untracked, a batch of
     1,000 costs 12% less CPU per reading (measured under wrk)."""
 
-    type: Annotated[str, msgspec.Meta(pattern=TYPE_PATTERN[:-1] + r"\Z")]
+    type: str
     value: float  # accepts JSON integers, refuses booleans; 1e400 is refused as out of range
-    sensor_id: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | Annotated[
-        str, msgspec.Meta(pattern=SENSOR_ID_PATTERN[:-1] + r"\Z")]
+    sensor_id: Annotated[int, msgspec.Meta(ge=-(2**63), le=2**63 - 1)] | str
     ts: str | msgspec.UnsetType = msgspec.UNSET  # absent: server time; null is refused
 
 
@@ -184,9 +185,15 @@ def _fast_lines(body: bytes, limits: Limits) -> tuple[list[str], int] | None:
     newest = now + limits.max_future_ns
     prefix = limits.measurement + ",sensor_id="
     lines = []
+    valid_types, valid_sensor_ids = _valid_types, _valid_sensor_ids
     for r in readings:
         value = r.value
         if value - value != 0.0:  # infinite (NaN cannot come from JSON)
+            return None
+        if r.type not in valid_types and not _remember(_TYPE_RE, valid_types, r.type):
+            return None
+        sid = r.sensor_id
+        if type(sid) is str and sid not in valid_sensor_ids and not _remember(_SENSOR_RE, valid_sensor_ids, sid):
             return None
         ts = r.ts
         if ts is msgspec.UNSET:
@@ -199,7 +206,7 @@ def _fast_lines(body: bytes, limits: Limits) -> tuple[list[str], int] | None:
             if ns < oldest or ns > newest:
                 return None
         # Tags in sorted key order (sensor_id < type), which InfluxDB would otherwise sort.
-        lines.append(f"{prefix}{r.sensor_id},type={r.type} value={value!r} {ns}\n")
+        lines.append(f"{prefix}{sid},type={r.type} value={value!r} {ns}\n")
     return lines, len(readings)
 
 

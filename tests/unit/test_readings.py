@@ -21,7 +21,7 @@ from iot_api.readings import (
     check_type,
     parse_body,
 )
-from iot_api.timefmt import format_rfc3339, parse_duration, parse_rfc3339
+from iot_api.timefmt import _parse_full, format_rfc3339, parse_duration, parse_rfc3339
 
 S = 1_000_000_000
 H = 3600 * S
@@ -116,6 +116,27 @@ def test_parse_agrees_with_the_standard_library(moment, extra_ns):
     expected = (moment - epoch) // dt.timedelta(microseconds=1) * 1000 + extra_ns
     assert parse_rfc3339(text) == expected
     assert parse_rfc3339(format_rfc3339(expected)) == expected
+
+
+@FAST
+@given(st.text(alphabet="0123456789.:Zz+-T \n\u0663\u00b2", max_size=14))
+@example("16.Z")
+@example("60Z")
+@example("1\u0663Z")
+@example("16.1234567890Z")
+def test_cached_minute_branch_agrees_with_the_full_parse(tail):
+    """parse_rfc3339 answers a known minute from a cache with its own checks: on any tail after that
+    minute it must give the full regex parse's verdict (value or ValueError), never a different one."""
+    prefix = "2017-06-25T09:53:"
+    parse_rfc3339(prefix + "00Z")  # the minute is now cached
+    text = prefix + tail
+    try:
+        expected = _parse_full(text)
+    except ValueError:
+        with pytest.raises(ValueError):
+            parse_rfc3339(text)
+    else:
+        assert parse_rfc3339(text) == expected
 
 
 @pytest.mark.parametrize("year, leap", [(1600, True), (1900, False), (2000, True), (2016, True),
