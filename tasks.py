@@ -103,25 +103,34 @@ def simulate(c, url="http://localhost:1337", devices=1, interval=1.0, count=None
 
 
 @task(help={
-    "seconds": "measured seconds per scenario (default 10; a 2 s warm-up precedes each)",
+    "seconds": "measured seconds per scenario (default 10; a warm-up of up to 2 s precedes each)",
     "workers": "api worker processes (default 2, one per core of the reference machine)",
-    "out": "where to write the JSON results (default build/bench/results.json)",
+    "scenarios": "comma-separated subset of single,batch,nogc,reads (default: all; nogc = group commit off)",
+    "connections": "connections of the single-reading scenario, comma-separated (default 1,8,64,256)",
+    "out": "the JSON results (default build/bench/results.json, with --soak build/bench/soak.json); "
+           "the plot goes next to it (throughput.png)",
+    "soak": "instead of the scenarios: single-reading load at 64 connections, the api's memory sampled",
+    "soak_seconds": "length of the soak in seconds (default 600)",
+    "plot_only": "print the table and re-render the plot of an existing JSON (--out), measuring nothing",
+    "docs": "also copy the plot to docs/benchmarks/throughput.png, which docs/benchmarks.md shows",
 })
-def bench(c, seconds=10.0, workers=2, out="build/bench/results.json"):
-    """Measure ingest throughput and latency against baselines from the same run (needs wrk)."""
-    from pathlib import Path
-
+def bench(c, seconds=None, workers=None, scenarios=None, connections=None, out=None, soak=False, soak_seconds=None,
+          plot_only=False, docs=False):
+    """Measure throughput and latency against baselines from the same run, or memory under load (needs wrk)."""
     from ops import bench as benchmark
 
-    if c.config.run.dry:
-        print(f"would run the benchmark: {seconds}s per scenario, {workers} api workers, results to {out}")
-        return
     try:
-        summary = benchmark.run(seconds=float(seconds), workers=int(workers), out_file=Path(out))
+        opts = benchmark.parse(seconds=seconds, workers=workers, scenarios=scenarios, connections=connections,
+                               soak=soak, soak_seconds=soak_seconds, out=out, plot_only=plot_only, docs=docs)
+        if c.config.run.dry:
+            print(opts.describe())
+            return
+        text = benchmark.execute(opts, progress=lambda line: print(line, flush=True))
+    except benchmark.OptionError as exc:
+        raise Exit(f"bench: {exc}", code=2) from None
     except benchmark.BenchError as exc:
         raise Exit(f"bench: {exc}", code=1) from None
-    print(benchmark.table(summary))
-    print(f"results written to {out}")
+    print(text)
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])

@@ -1,35 +1,132 @@
-"""`invoke bench` must keep working: a short run of a few scenarios with the real api, influxd and wrk.
+"""`invoke bench` must keep working: the real task, with the real api, influxd and wrk, in tiny durations.
 
 This checks the tool, not the figures (those are machine-dependent and live in docs/benchmarks.md):
-every scenario ran without errors, every acknowledged single reading was found in InfluxDB, and the
-ratios against the same-run baselines were computed.
+every scenario ran and reported sane numbers, every acknowledged single reading was found in
+InfluxDB, the reads returned data, the targets were evaluated, the plot is a PNG, the soak sampled
+memory; bad options end in one line. The targets' evaluation is checked with results that miss them.
 """
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
 
 from ops import bench  # noqa: E402
 
+needs_tools = pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("influxd") is None,
+                                 reason="wrk or influxd not installed (.ci/run installs both)")
 
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk not installed (.ci/run installs it)")
-def test_bench_runs_and_reports_ratios(tmp_path):
+TARGETS = {"group_commit_vs_one_write_per_request_at_64", "single_readings_per_s_at_64", "single_p99_ms_at_64",
+           "batch_100_vs_influxdb", "batch_1000_vs_influxdb", "api_memory_flat_over_soak"}
+
+
+def invoke_bench(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`./iot bench ARGS` without the bootstrap: the same invoke task, from this interpreter."""
+    return subprocess.run([sys.executable, "-m", "invoke", "bench", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout, env=env)
+
+
+@needs_tools
+def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
     out = tmp_path / "results.json"
-    summary = bench.run(seconds=1, workers=1, connections=(8,), batch_sizes=(100,), out_file=out,
-                        progress=lambda _msg: None)
+    run = invoke_bench("--seconds", "1", "--connections", "64", "--out", str(out))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    summary = json.loads(out.read_text())
     names = [r["name"] for r in summary["results"]]
-    assert names == ["api single", "api batch 100", "influxdb /write batch 100",
-                     "api single, one write per request"]
+    assert names == ["api single", "api batch 100", "influxdb /write batch 100", "api batch 1000",
+                     "influxdb /write batch 1000", "reads GET /data, under writes", "writes during GET /data",
+                     "reads GET /top, under writes", "writes during GET /top", "api single, one write per request"]
     for r in summary["results"]:
         assert r["errors"] == 0, r
-        assert r["readings_per_s"] > 0, r
-    assert all(r["stored_checked"] for r in summary["results"] if r["readings_per_request"] == 1)
-    assert set(summary["ratios"]) == {"api_batch_100_vs_influxdb"}  # no 64-connection pair in this run
-    assert json.loads(out.read_text()) == summary
-    assert "readings/s" in bench.table(summary)
+        assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], r
+        if r["kind"] == "write":
+            assert r["readings_per_s"] > 0, r
+        else:
+            assert r["returned_data"] is True and r["readings_per_s"] is None, r
+        if r["kind"] == "write" and r["readings_per_request"] == 1:
+            assert r["stored_checked"] is True, r
+        if not r["name"].startswith("influxdb"):
+            assert r["api_cpu_s"] is not None or r["name"].startswith("writes during"), r
+    assert set(summary["ratios"]) >= {"group_commit_vs_one_write_per_request_at_64", "api_batch_100_vs_influxdb",
+                                      "api_batch_1000_vs_influxdb", "writes_during_data_reads_vs_writes_alone_at_64",
+                                      "writes_during_top_reads_vs_writes_alone_at_64"}
+    targets = {t["target"]: t for t in summary["targets"]}
+    assert set(targets) == TARGETS
+    for key, t in targets.items():
+        if key == "api_memory_flat_over_soak":  # not part of this run
+            assert t["measured"] is None and t["met"] is None and "--soak" in t["note"]
+        else:
+            assert t["measured"] is not None and t["met"] in (True, False), t
+    assert "targets" in run.stdout and "api single" in run.stdout
+    assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # --plot-only: the same JSON, plotted again without measuring
+    (tmp_path / "throughput.png").unlink()
+    again = invoke_bench("--plot-only", "--out", str(out), timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "throughput.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@needs_tools
+def test_soak_samples_memory_and_checks_stored(tmp_path):
+    out = tmp_path / "soak.json"
+    run = invoke_bench("--soak", "--soak-seconds", "5", "--workers", "1", "--out", str(out))
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "api RSS" in run.stdout  # progress lines while it runs
+    soak = json.loads(out.read_text())["soak"]
+    assert len(soak["samples"]) >= 5
+    assert all(rss > 10 for _, rss, _ in soak["samples"]), soak["samples"]  # MiB: a python process or more
+    assert soak["readings_per_s"] > 0 and soak["errors"] == 0
+    assert soak["stored_checked"] is True and soak["stored"] >= soak["acknowledged"] > 0
+    assert soak["rss_slope_mib_per_min"] is not None and soak["flat"] in (True, False)
+    [memory] = [t for t in json.loads(out.read_text())["targets"] if t["target"] == "api_memory_flat_over_soak"]
+    assert memory["measured"] == soak["rss_slope_mib_per_min"] and memory["met"] == soak["flat"]
+
+
+def _row(name, conns, readings_per_s, p99_ms=5.0):
+    return {"name": name, "connections": conns, "readings_per_s": readings_per_s, "p99_ms": p99_ms}
+
+
+def test_targets_missed_are_reported_as_missed():
+    missing = [_row("api single", 64, 8_000, p99_ms=40.0), _row("api single, one write per request", 64, 4_000),
+               _row("api batch 1000", 8, 300_000), _row("influxdb /write batch 1000", 8, 900_000)]
+    soak = {"seconds": 600, "rss_slope_mib_per_min": 3.5}
+    targets = {t["target"]: t for t in bench.summarize(missing, {}, soak=soak)["targets"]}
+    assert {k: t["met"] for k, t in targets.items()} == {
+        "group_commit_vs_one_write_per_request_at_64": False, "single_readings_per_s_at_64": False,
+        "single_p99_ms_at_64": False, "batch_1000_vs_influxdb": False, "api_memory_flat_over_soak": False}
+    assert targets["group_commit_vs_one_write_per_request_at_64"]["measured"] == 2.0
+    assert "MISSED" in bench.report.targets_table(list(targets.values()))
+
+    met = [_row("api single", 64, 30_000, p99_ms=9.0), _row("api single, one write per request", 64, 5_000),
+           _row("api batch 100", 8, 200_000), _row("influxdb /write batch 100", 8, 300_000)]
+    targets = bench.summarize(met, {}, soak={"seconds": 600, "rss_slope_mib_per_min": 0.2})["targets"]
+    assert all(t["met"] is True for t in targets), targets
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--seconds", "-1"], "--seconds: must be a number greater than 0"),
+    (["--soak", "--soak-seconds", "0"], "--soak-seconds: must be a number greater than 0"),
+    (["--scenarios", "single,bogus"], "unknown scenario 'bogus'"),
+    (["--connections", "64,x"], "--connections: must be an integer"),
+    (["--soak-seconds", "5"], "--soak-seconds needs --soak"),
+])
+def test_bad_options_end_in_one_line(args, message):
+    run = invoke_bench(*args, timeout=60)
+    assert run.returncode == 2
+    assert message in run.stderr and len(run.stderr.strip().splitlines()) == 1, run.stderr
+
+
+def test_missing_wrk_ends_in_one_line(tmp_path):
+    env = {**os.environ, "PATH": str(Path(sys.executable).parent)}  # the venv's tools, not /usr/bin's wrk
+    run = invoke_bench("--seconds", "1", "--out", str(tmp_path / "r.json"), env=env, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip() == "bench: wrk not found: install it (Debian: apt-get install wrk)", run.stderr

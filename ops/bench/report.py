@@ -1,0 +1,147 @@
+"""The summary of a run (JSON), its ratios, the issue's targets evaluated, and the text table.
+
+Everything here works on the JSON form of the results (lists of dicts), so a stored run can be
+summarised and evaluated again without measuring.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from .common import NOGC, WRITE_CONNECTIONS
+
+FLAT_MIB_PER_MIN = 1.0  # memory is "flat" when the fitted RSS slope is at most this (10 MiB over 10 minutes)
+SOAK_TARGET_S = 600
+
+
+def machine() -> dict:
+    try:
+        influxd = subprocess.run(["influxd", "version"], capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        influxd = None
+    return {"cpus": os.cpu_count(), "python": sys.version.split()[0], "influxd": influxd}
+
+
+def find(results: list[dict], name: str, conns: int | None = None) -> dict | None:
+    for r in results:
+        if r["name"] == name and (conns is None or r["connections"] == conns):
+            return r
+    return None
+
+
+def ratios(results: list[dict]) -> dict:
+    out = {}
+    gc, nogc = find(results, "api single", WRITE_CONNECTIONS), find(results, NOGC, WRITE_CONNECTIONS)
+    if gc and nogc and nogc["readings_per_s"]:
+        out[f"group_commit_vs_one_write_per_request_at_{WRITE_CONNECTIONS}"] = round(
+            gc["readings_per_s"] / nogc["readings_per_s"], 2)
+    for r in results:
+        if r["name"].startswith("api batch "):
+            raw = find(results, "influxdb /write batch " + r["name"].rsplit(" ", 1)[1])
+            if raw and raw["readings_per_s"]:
+                out[f"{r['name'].replace(' ', '_')}_vs_influxdb"] = round(r["readings_per_s"] / raw["readings_per_s"], 2)
+    for r in results:  # the cost of reads on ingest
+        if r["name"].startswith("writes during ") and gc and gc["readings_per_s"]:
+            endpoint = r["name"].removeprefix("writes during GET /")
+            out[f"writes_during_{endpoint}_reads_vs_writes_alone_at_{WRITE_CONNECTIONS}"] = round(
+                r["readings_per_s"] / gc["readings_per_s"], 2)
+    return out
+
+
+def _target(key: str, text: str, measured, op: str, threshold: float, unit: str, missing: str, note: str = "") -> dict:
+    met = None if measured is None else bool(measured >= threshold if op == ">=" else measured <= threshold)
+    return {"target": key, "description": text, "measured": measured, "op": op, "threshold": threshold,
+            "unit": unit, "met": met, "note": missing if measured is None else note}
+
+
+def targets(results: list[dict], soak: dict | None = None, cpus: int | None = None) -> list[dict]:
+    """The targets of issue #6, each with its measured value, threshold and met (None: not measured)."""
+    c = WRITE_CONNECTIONS
+    single, rates = find(results, "api single", c), ratios(results)
+    cores = "" if cpus in (None, 2) else f"measured on {cpus} cores, the target is for 2"
+    out = [
+        _target(f"group_commit_vs_one_write_per_request_at_{c}",
+                f"single-reading ingest ≥ 5× one write per request, {c} connections",
+                rates.get(f"group_commit_vs_one_write_per_request_at_{c}"), ">=", 5.0, "x",
+                f"needs the single scenario at {c} connections and nogc"),
+        _target(f"single_readings_per_s_at_{c}", f"single-reading ingest ≥ 10,000 readings/s, {c} connections",
+                single and single["readings_per_s"], ">=", 10_000, "readings/s",
+                f"needs the single scenario at {c} connections", cores),
+        _target(f"single_p99_ms_at_{c}", f"single-reading p99 ≤ 25 ms, {c} connections",
+                single and single["p99_ms"], "<=", 25.0, "ms", f"needs the single scenario at {c} connections", cores),
+    ]
+    sizes = [r["name"].rsplit(" ", 1)[1] for r in results if r["name"].startswith("api batch ")] or ["100", "1000"]
+    for size in sizes:
+        out.append(_target(f"batch_{size}_vs_influxdb", f"batches of {size} ≥ 50% of InfluxDB's own /write",
+                           rates.get(f"api_batch_{size}_vs_influxdb"), ">=", 0.5, "share", "needs the batch scenario"))
+    slope = soak and soak.get("rss_slope_mib_per_min")
+    short = soak and soak["seconds"] < SOAK_TARGET_S and f"soak of {soak['seconds']:g} s, the target is 10 minutes"
+    out.append(_target("api_memory_flat_over_soak", f"api memory flat over the soak (RSS slope ≤ {FLAT_MIB_PER_MIN:g} MiB/min)",
+                       slope, "<=", FLAT_MIB_PER_MIN, "MiB/min", "measured by ./iot bench --soak", short or ""))
+    return out
+
+
+def summarize(results: list[dict], settings: dict, soak: dict | None = None) -> dict:
+    info = machine()
+    summary = {"machine": info, "settings": settings, "when": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "results": results, "ratios": ratios(results)}
+    if soak is not None:
+        summary["soak"] = soak
+    summary["targets"] = targets(results, soak, info["cpus"])
+    return summary
+
+
+# -- text -----------------------------------------------------------------------------------------------------
+def _value(v, unit: str, sign: str = "") -> str:
+    if v is None:
+        return "-"
+    return {"x": f"{v:.2f}x", "readings/s": f"{v:,.0f}/s", "ms": f"{v:.2f} ms", "share": f"{v:.0%}",
+            "MiB/min": f"{v:{sign}.2f} MiB/min"}[unit]
+
+
+def targets_table(targets_: list[dict]) -> str:
+    rows = ["targets (a benchmark: a missed target is reported here, it does not fail the run)"]
+    for t in targets_:
+        verdict = {True: "met", False: "MISSED", None: "-"}[t["met"]]
+        threshold = f"{'≥' if t['op'] == '>=' else '≤'} {_value(t['threshold'], t['unit'])}"
+        note = f"  ({t['note']})" if t["note"] else ""
+        rows.append(f"  {verdict:7} {t['description']:62} {_value(t['measured'], t['unit'], '+'):>15}  "
+                    f"target {threshold}{note}")
+    return "\n".join(rows)
+
+
+def table(summary: dict) -> str:
+    head = (f"{'scenario':34} {'conns':>5} {'req/s':>9} {'readings/s':>11} {'p50 ms':>7} {'p95 ms':>7} "
+            f"{'p99 ms':>7} {'errors':>6} {'api cpu s':>9} {'influxd cpu s':>13}")
+    rows = [head, "-" * len(head)]
+
+    def num(v, fmt):
+        return "" if v is None else format(v, fmt)
+
+    for r in summary["results"]:
+        rows.append(f"{r['name']:34} {r['connections']:>5} {r['requests_per_s']:>9.0f} {num(r['readings_per_s'], '.0f'):>11} "
+                    f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6} "
+                    f"{num(r['api_cpu_s'], '.1f'):>9} {num(r.get('influxd_cpu_s'), '.1f'):>13}")
+    rows.append("")
+    rows += [f"{k}: {v:.2f}x" for k, v in summary["ratios"].items()]
+    rows += ["", targets_table(summary["targets"])]
+    return "\n".join(rows)
+
+
+def soak_table(summary: dict) -> str:
+    s = summary["soak"]
+    window = f"{s['window_s']:g} s"
+    rows = [f"soak: {s['seconds']:g} s of single-reading POSTs at {s['connections']} connections, "
+            f"{len(s['samples'])} RSS samples every {s['sample_every_s']:g} s",
+            f"  load            {s['requests_per_s']:,.0f} req/s, {s['readings_per_s']:,.0f} readings/s, p50/p95/p99 "
+            f"{s['p50_ms']:.2f}/{s['p95_ms']:.2f}/{s['p99_ms']:.2f} ms, {s['errors']} errors",
+            f"  api RSS         first {window}: {s['rss_first_window_mib']:.1f} MiB, last {window}: "
+            f"{s['rss_last_window_mib']:.1f} MiB, max {s['rss_max_mib']:.1f} MiB",
+            f"  slope           {_value(s['rss_slope_mib_per_min'], 'MiB/min', '+')} (least squares after the first "
+            f"{window}); flat: {s['flat']} (threshold {FLAT_MIB_PER_MIN:g} MiB/min)",
+            f"  readings        {s['acknowledged']:,} acknowledged to wrk, {s['api_counted'] or 0:,} counted by the api, "
+            f"{s['stored']:,} stored in InfluxDB: checked {s['stored_checked']}",
+            "", targets_table([t for t in summary["targets"] if t["target"] == "api_memory_flat_over_soak"])]
+    return "\n".join(rows)

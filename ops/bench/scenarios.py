@@ -1,0 +1,211 @@
+"""The measured scenarios, each a wrk load against a real server, every figure from the same run.
+
+single  single-reading POST /data at each of the given connection counts (group commit on)
+batch   batches of N readings to the api, then the same readings as line protocol to InfluxDB's own
+        /write (the limit), same connections
+nogc    single readings with group commit off: one InfluxDB write per request (the baseline)
+reads   GET /data (one sensor, limit 100) and GET /top, each while a second wrk drives single-reading
+        writes at 64 connections against the same api, on a database filled with known readings
+"""
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import procs, wrk
+from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, start_api
+
+SCENARIOS = ("single", "batch", "nogc", "reads")
+READ_CONNECTIONS = 8  # dashboards and scripts, not a fleet of devices
+FILL_SENSORS, FILL_PER_SENSOR, FILL_STEP_S = 50, 200, 15  # 10,000 readings over the past 50 minutes
+DATA_PATHS = [f"/data?sensor_id=reads-{i}&limit=100" for i in range(FILL_SENSORS)]
+TOP_PATH = "/top?type=temp&n=10"
+
+
+@dataclass
+class Result:
+    name: str
+    connections: int
+    readings_per_request: int
+    requests_per_s: float
+    readings_per_s: float | None  # stored readings per second; None for reads
+    p50_ms: float
+    p95_ms: float
+    p99_ms: float
+    errors: int  # socket errors and non-2xx answers
+    api_cpu_s: float | None  # CPU time of the api's processes during the measured seconds
+    influxd_cpu_s: float | None = None
+    stored_checked: bool | None = None  # every acknowledged single reading was found in InfluxDB
+    kind: str = "write"  # or "read"
+    returned_data: bool | None = None  # reads: a sample answer had the expected readings
+
+
+def _row(name: str, conns: int, per_request: int, res: dict, kind: str = "write", **extra) -> Result:
+    elapsed = res["duration_us"] / 1e6
+    ok = res["requests"] - res["non2xx"]
+    return Result(name, conns, per_request, round(res["requests"] / elapsed, 1),
+                  round(ok * per_request / elapsed, 1) if kind == "write" else None,
+                  res["p50_us"] / 1000, res["p95_us"] / 1000, res["p99_us"] / 1000,
+                  res["socket_errors"] + res["non2xx"], kind=kind, **extra)
+
+
+def _batch(n: int, t0: int) -> tuple[bytes, bytes]:
+    """The same n readings as a JSON batch for the api and as line protocol for InfluxDB."""
+    readings = [{"ts": f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}Z", "type": "temp",
+                 "value": 20 + (i % 15), "sensor_id": f"bench-{i % 100}"} for i in range(n)]
+    lines = "".join(f"data,sensor_id=bench-{i % 100},type=temp value={float(20 + i % 15)!r} "
+                    f"{t0 + (i // 1000) * 10**9 + (i % 1000) * 10**6}\n" for i in range(n))
+    return json.dumps(readings).encode(), lines.encode()
+
+
+def _rfc3339(ns: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns // 10**6 % 1000:03d}Z"
+
+
+class Runner:
+    """Runs the chosen scenarios in order; `results` grows as they finish."""
+
+    def __init__(self, influx: InfluxServer, work: Path, seconds: float, workers: int, connections: tuple[int, ...],
+                 batch_sizes: tuple[int, ...], progress):
+        self.influx, self.work, self.seconds, self.workers = influx, work, seconds, workers
+        self.connections, self.batch_sizes, self.progress = connections, batch_sizes, progress
+        self.results: list[Result] = []
+        self.single = work / "single.json"
+        self.single.write_bytes(SINGLE_BODY)
+        self.steps, self.step = 0, 0
+
+    def run(self, scenarios: tuple[str, ...]) -> list[Result]:
+        counts = {"single": len(self.connections), "batch": 2 * len(self.batch_sizes), "nogc": 1, "reads": 2}
+        self.steps = sum(counts[s] for s in scenarios)
+        if "single" in scenarios or "batch" in scenarios:
+            with _api(self.influx, "bench_gc", self.workers) as api:
+                if "single" in scenarios:
+                    for conns in self.connections:
+                        self._single(api, "api single", conns)
+                if "batch" in scenarios:
+                    for size in self.batch_sizes:
+                        self._batches(api, size)
+        if "reads" in scenarios:
+            with _api(self.influx, "bench_reads", self.workers) as api:
+                self._reads(api)
+        if "nogc" in scenarios:
+            with _api(self.influx, "bench_nogc", self.workers, API_GROUP_COMMIT="false") as api:
+                self._single(api, NOGC, WRITE_CONNECTIONS)
+        return self.results
+
+    # -- one measurement: a warm-up, then the loads at once, with CPU and stored counts around them --------
+    def _measure(self, title: str, loads: list[tuple], api: ApiServer | None, db: str | None) -> tuple[list[dict], dict]:
+        """loads: (url, script, connections). Returns wrk's results and the CPU and stored deltas."""
+        self.step += 1
+        self.progress(f"bench [{self.step}/{self.steps}] {title}, {self.seconds:g} s ...")
+        scripts = [(url, script, conns, f"load{i}") for i, (url, script, conns) in enumerate(loads)]
+        self._together(scripts, min(2.0, self.seconds))  # warm-up: connections, caches, the api's pools
+        api_pid = api.proc.pid if api else None
+        influx_pid = self.influx.proc.pid if self.influx.proc else None
+        before = (procs.cpu_seconds(api_pid) if api_pid else None,
+                  procs.cpu_seconds(influx_pid) if influx_pid else None, self.influx.count(db) if db else None)
+        results = self._together(scripts, self.seconds)
+        delta = {"api_cpu_s": round(procs.cpu_seconds(api_pid) - before[0], 2) if api_pid else None,
+                 "influxd_cpu_s": round(procs.cpu_seconds(influx_pid) - before[1], 2) if influx_pid else None,
+                 "stored": self.influx.count(db) - before[2] if db else None}
+        return results, delta
+
+    def _together(self, scripts: list[tuple], seconds: float) -> list[dict]:
+        loads = []
+        try:
+            for url, script, conns, name in scripts:
+                loads.append(wrk.Load(url, script, conns, seconds, self.work, name))
+            return [load.result() for load in loads]
+        finally:
+            for load in loads:
+                load.stop()
+
+    def _check_stored(self, name: str, res: dict, stored: int) -> bool:
+        ok = res["requests"] - res["non2xx"]
+        if stored < ok:  # >=: a request wrk gave up on at the end may still have been stored
+            raise BenchError(f"{name}: {ok} readings acknowledged but only {stored} stored")
+        return True
+
+    # -- the scenarios -----------------------------------------------------------------------------------
+    def _single(self, api: ApiServer, name: str, conns: int) -> None:
+        script = wrk.post_script(self.single, "application/json")
+        [res], delta = self._measure(f"{name}, {conns} connections", [(api.url + "/data", script, conns)], api, api.db)
+        self.results.append(_row(name, conns, 1, res, api_cpu_s=delta["api_cpu_s"], influxd_cpu_s=delta["influxd_cpu_s"],
+                                 stored_checked=self._check_stored(name, res, delta["stored"])))
+
+    def _batches(self, api: ApiServer, size: int) -> None:
+        json_body, lines = _batch(size, 1_767_225_600 * 10**9)
+        (self.work / f"batch{size}.json").write_bytes(json_body)
+        (self.work / f"batch{size}.lp").write_bytes(lines)
+        name = f"api batch {size}"
+        [res], delta = self._measure(f"{name}, 8 connections", [
+            (api.url + "/data", wrk.post_script(self.work / f"batch{size}.json", "application/json"), 8)], api, None)
+        self.results.append(_row(name, 8, size, res, api_cpu_s=delta["api_cpu_s"], influxd_cpu_s=delta["influxd_cpu_s"]))
+        self.influx.query('CREATE DATABASE "bench_raw"')
+        name = f"influxdb /write batch {size}"
+        [res], delta = self._measure(f"{name}, 8 connections", [
+            (f"{self.influx.url}/write?db=bench_raw&precision=ns",
+             wrk.post_script(self.work / f"batch{size}.lp", "text/plain"), 8)], None, None)
+        self.results.append(_row(name, 8, size, res, api_cpu_s=None, influxd_cpu_s=delta["influxd_cpu_s"]))
+
+    def _reads(self, api: ApiServer) -> None:
+        self.progress(f"bench: filling {api.db} with {FILL_SENSORS * FILL_PER_SENSOR:,} known readings for the reads")
+        fill(api)
+        check_reads(api)
+        writes = (api.url + "/data", wrk.post_script(self.single, "application/json"), WRITE_CONNECTIONS)
+        for label, paths in (("GET /data", DATA_PATHS), ("GET /top", [TOP_PATH])):
+            reads = (api.url, wrk.get_script(paths), READ_CONNECTIONS)
+            (read, write), delta = self._measure(
+                f"{label} at {READ_CONNECTIONS} connections under writes at {WRITE_CONNECTIONS}", [reads, writes],
+                api, api.db)
+            self.results.append(_row(f"reads {label}, under writes", READ_CONNECTIONS, 0, read, kind="read",
+                                     api_cpu_s=delta["api_cpu_s"], influxd_cpu_s=delta["influxd_cpu_s"],
+                                     returned_data=check_reads(api)))
+            name = f"writes during {label}"
+            self.results.append(_row(name, WRITE_CONNECTIONS, 1, write, api_cpu_s=None,
+                                     stored_checked=self._check_stored(name, write, delta["stored"])))
+
+
+@contextmanager
+def _api(influx: InfluxServer, db: str, workers: int, **env: str):
+    """An api for the duration of a `with` block."""
+    api = start_api(influx, db, workers, **env)
+    try:
+        yield api
+    finally:
+        api.stop()
+
+
+def fill(api: ApiServer) -> None:
+    """FILL_SENSORS sensors (reads-0…) with FILL_PER_SENSOR temperatures each, one every FILL_STEP_S
+    seconds up to now, posted to the api in batches of 1,000."""
+    now = time.time_ns()
+    readings = [{"ts": _rfc3339(now - (j + 1) * FILL_STEP_S * 10**9), "type": "temp", "sensor_id": f"reads-{s}",
+                 "value": 15 + (s * 7) % 20 + (j % 10) / 10} for s in range(FILL_SENSORS) for j in range(FILL_PER_SENSOR)]
+    for i in range(0, len(readings), 1000):
+        status, _, body = api.post("/data", readings[i:i + 1000])
+        if status != 201 or not isinstance(body, dict) or body.get("stored") != len(readings[i:i + 1000]):
+            raise BenchError(f"reads: filling the database failed: POST /data answered {status} {str(body)[:200]}")
+
+
+def check_reads(api: ApiServer) -> bool:
+    """The read endpoints answer the filled readings in their documented shape, else the run stops."""
+    status, _, body = api.get(DATA_PATHS[0])
+    body = body if isinstance(body, dict) else {"answer": body}
+    readings = body.get("readings")
+    if not (status == 200 and body.get("count") == 100 and isinstance(readings, list) and len(readings) == 100
+            and all(isinstance(r, dict) and set(r) == {"ts", "sensor_id", "type", "value"} and r["sensor_id"] == "reads-0"
+                    for r in readings)):
+        raise BenchError(f"reads: GET {DATA_PATHS[0]} answered {status} {str(body)[:200]}: expected "
+                         "100 readings of sensor reads-0 with ts, sensor_id, type and value")
+    status, _, body = api.get(TOP_PATH)
+    top = body.get("top") if isinstance(body, dict) else None
+    if not (status == 200 and isinstance(top, dict) and all(
+            isinstance(top.get(w), list) and len(top[w]) == 10 and all({"sensor_id", "value", "ts"} <= set(e) for e in top[w])
+            for w in ("all_time", "past_hour"))):
+        raise BenchError(f"reads: GET {TOP_PATH} answered {status} {str(body)[:200]}: expected 10 sensors "
+                         "(sensor_id, value, ts) for all_time and past_hour")
+    return True
