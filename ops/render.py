@@ -239,12 +239,21 @@ _PORT = _int(1, 65535)
 _REPO = _match(r"[a-z0-9]+([._/-][a-z0-9]+)*", "an image repository like iot/api (lowercase)")
 
 _RESOURCES = {"cpus": _number_text(0), "memory": _MEMORY}
+_LIMITS = dict(_RESOURCES, pids=_int(16, 100_000))  # pids: Compose only (Swarm's v3.8 schema has none)
 _DEPLOY = {
     "replicas": _int(0, 100),
     "update_order": _choice("start-first", "stop-first"),
     "placement": _list_of(_match(r"\S.*\S", "a placement constraint like node.labels.x == true")),
-    "resources": {"limits": _RESOURCES, "reservations": _RESOURCES},
+    "resources": {"limits": _LIMITS, "reservations": _RESOURCES},
 }
+
+
+def _user(v):
+    """What a container runs as: uid[:gid] or a user name of its image, never root."""
+    _match(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,31})?",
+           "a user like 10001:10001 (uid:gid) or a user name of the image")(v)
+    if v.split(":", 1)[0] in ("0", "root"):
+        raise ValueError(f"must not be root (containers run as an unprivileged user), got {_got(v)}")
 _BASES = {"python": _image_ref, "influxdb": _image_ref, "grafana": _nullable(_image_ref)}
 
 SCHEMA: dict = {
@@ -258,23 +267,25 @@ SCHEMA: dict = {
     "label_prefix": _match(r"[a-z0-9]+([.-][a-z0-9]+)*", "a label prefix like iot or org.example.iot"),
     "logging": {"driver": _match(r"[a-z0-9_-]+", "a logging driver name"), "max_size": _MEMORY,
                 "max_file": _int(1, 100)},
+    "hardening": {"read_only": _bool, "tmp_size_mb": _int(1, 4096)},
     "healthcheck": {"interval": _DURATION, "timeout": _DURATION, "retries": _int(1, 1000),
                     "start_period": _DURATION},
     "api": {
-        "port": _PORT, "published_port": _PORT, "workers": _int(1, 64),
+        "port": _PORT, "published_port": _PORT, "user": _user, "workers": _int(1, 64),
         "log_level": _choice("debug", "info", "warning", "error"),
         "health_path": _choice("/readyz", "/healthz"), "stop_grace_period": _DURATION, "deploy": _DEPLOY,
     },
     "influxdb": {
-        "port": _PORT, "db": _IDENT, "rp": _IDENT, "measurement": _IDENT,
+        "port": _PORT, "user": _user, "db": _IDENT, "rp": _IDENT, "measurement": _IDENT,
         "retention": _match(r"INF|([0-9]+(w|d|h|m|s))+", "an InfluxQL duration (30d, 2w, 1h…) or INF"),
         "data_dir": _match(r"/\S*", "an absolute path"), "published_port": _nullable(_PORT), "auth": _bool,
         "users": {"admin": _IDENT, "writer": _IDENT, "reader": _IDENT}, "deploy": _DEPLOY,
     },
-    "grafana": {"port": _PORT, "published_port": _PORT, "admin_user": _IDENT, "anonymous_viewers": _bool,
+    "grafana": {"port": _PORT, "published_port": _PORT, "user": _user, "admin_user": _IDENT, "anonymous_viewers": _bool,
                 "deploy": _DEPLOY},
     "simulator": {"devices": _int(1, 100_000), "interval": _number_text(0, inclusive=True),
-                  "types": _match(r"[A-Za-z0-9_:.,-]+", "a comma-separated list of reading types")},
+                  "types": _match(r"[A-Za-z0-9_:.,-]+", "a comma-separated list of reading types"),
+                  "user": _user, "resources": {"limits": _LIMITS}},
     "autotest": {"devices": _int(1, 1000), "count": _int(1, 9_999), "timeout": _int(10, 3600),
                  "grafana": _bool},
     "compose": {"secrets": _choice("environment", "file")},
