@@ -29,6 +29,8 @@ def main() -> int:
 
     import uvicorn
 
+    from .app import ApiProtocol
+
     # uvicorn re-raises SIGTERM once its graceful shutdown is over (requests answered, queue flushed);
     # at that point stopping is a success, so exit 0 rather than die by the signal (Docker's 143).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
@@ -39,15 +41,17 @@ def main() -> int:
         port=settings.port,
         workers=settings.workers,
         loop="uvloop",
-        http="httptools",
+        # uvicorn's httptools protocol with a header deadline (API_HEADER_TIMEOUT) and a JSON 503 with
+        # Retry-After above API_MAX_CONNECTIONS (app.py: ApiProtocol); the body deadline is in post_data.
+        http=ApiProtocol,
         lifespan="on",
         log_config=logs.config(settings.log_level),
         access_log=settings.access_log,
         server_header=False,
         proxy_headers=False,  # the api does not use the client address; skip the middleware
-        limit_concurrency=settings.max_connections,
+        limit_concurrency=None,  # ApiProtocol enforces API_MAX_CONNECTIONS
         backlog=2048,
-        timeout_keep_alive=30,
+        timeout_keep_alive=settings.keepalive_timeout_s,  # API_KEEPALIVE_TIMEOUT: idle connections closed
         # On SIGTERM uvicorn stops accepting, waits for in-flight requests, then the lifespan
         # shutdown flushes what is still queued for InfluxDB (app.py).
         timeout_graceful_shutdown=max(10, int(settings.influxdb_timeout_s * 3)),

@@ -26,6 +26,9 @@ class Settings:
     log_level: str
     access_log: bool
     max_connections: int
+    keepalive_timeout_s: float  # idle keep-alive connection closed after this
+    header_timeout_s: float     # a request's headers must arrive within this (slowloris)
+    body_timeout_s: float       # a request's body must arrive within this, else 408
     influxdb_url: str
     influxdb_db: str
     influxdb_rp: str
@@ -144,6 +147,10 @@ def load(env: dict | None = None) -> Settings:
     _, timeout_ns = _duration(env, "INFLUXDB_TIMEOUT", "5s", minimum_ns=10**8)
     _, delay_ns = _duration(env, "API_FLUSH_MAX_DELAY", "0ms")
     _, backoff_ns = _duration(env, "API_STARTUP_BACKOFF_MAX", "10s", minimum_ns=10**8)
+    # Slow clients: each connection holds a slot of API_MAX_CONNECTIONS, so none may hold it forever.
+    _, keepalive_ns = _duration(env, "API_KEEPALIVE_TIMEOUT", "30s", minimum_ns=10**8)
+    _, header_ns = _duration(env, "API_HEADER_TIMEOUT", "10s", minimum_ns=10**8)
+    _, body_ns = _duration(env, "API_BODY_TIMEOUT", "10s", minimum_ns=10**8)
 
     log_level = (env.get("API_LOG_LEVEL", "").strip() or "info").lower()
     if log_level not in ("debug", "info", "warning", "error"):
@@ -169,6 +176,9 @@ def load(env: dict | None = None) -> Settings:
         log_level=log_level,
         access_log=_bool(env, "API_ACCESS_LOG", False),
         max_connections=_int(env, "API_MAX_CONNECTIONS", 1000, 1, 100_000),
+        keepalive_timeout_s=keepalive_ns / 1e9,
+        header_timeout_s=header_ns / 1e9,
+        body_timeout_s=body_ns / 1e9,
         influxdb_url=url.rstrip("/"),
         influxdb_db=_ident(env, "INFLUXDB_DB", "iot"),
         influxdb_rp=_ident(env, "INFLUXDB_RP", "iot_rp"),
