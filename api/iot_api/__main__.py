@@ -29,7 +29,7 @@ def main() -> int:
 
     import uvicorn
 
-    from .app import ApiProtocol
+    from .protocol import ApiProtocol
 
     # uvicorn re-raises SIGTERM once its graceful shutdown is over (requests answered, queue flushed);
     # at that point stopping is a success, so exit 0 rather than die by the signal (Docker's 143).
@@ -42,7 +42,7 @@ def main() -> int:
         workers=settings.workers,
         loop="uvloop",
         # uvicorn's httptools protocol with a header deadline (API_HEADER_TIMEOUT) and a JSON 503 with
-        # Retry-After above API_MAX_CONNECTIONS (app.py: ApiProtocol); the body deadline is in post_data.
+        # Retry-After above API_MAX_CONNECTIONS (protocol.py: ApiProtocol); the body deadline is in post_data.
         http=ApiProtocol,
         lifespan="on",
         log_config=logs.config(settings.log_level),
