@@ -37,7 +37,7 @@ class Api:
         self.influx = Influx(settings.influxdb_url, settings.influxdb_db, settings.influxdb_rp,
                              settings.influxdb_user, settings.influxdb_password, settings.influxdb_timeout_s,
                              admin=settings.influxdb_admin, reader=settings.influxdb_reader)
-        self.reads = ReadQueries(self.influx, settings.measurement, settings.read_limit_max)
+        self.reads = ReadQueries(self.influx, settings.measurement, settings.read_limit_max, settings.top_cache_s)
         self.writer: GroupCommitWriter | None = None
         self.ready = False
         self._setup_task: asyncio.Task | None = None

@@ -53,6 +53,7 @@ class Settings:
     startup_backoff_max_s: float
     tokens_file: str | None
     read_limit_max: int
+    top_cache_s: float          # GET /top answers are shared for this long (0: every request queries)
 
 
 def _secret(env, name: str) -> str | None:
@@ -149,6 +150,9 @@ def load(env: dict | None = None) -> Settings:
     _, backoff_ns = _duration(env, "API_STARTUP_BACKOFF_MAX", "10s", minimum_ns=10**8)
     # Slow clients: each connection holds a slot of API_MAX_CONNECTIONS, so none may hold it forever.
     _, keepalive_ns = _duration(env, "API_KEEPALIVE_TIMEOUT", "30s", minimum_ns=10**8)
+    top_cache_raw, top_cache_ns = _duration(env, "API_TOP_CACHE", "1s")
+    if top_cache_ns > 3600 * 10**9:
+        raise ConfigError(f"API_TOP_CACHE={top_cache_raw!r}: at most 1h (the past-minute ranking would be stale)")
     _, header_ns = _duration(env, "API_HEADER_TIMEOUT", "10s", minimum_ns=10**8)
     _, body_ns = _duration(env, "API_BODY_TIMEOUT", "10s", minimum_ns=10**8)
 
@@ -203,4 +207,5 @@ def load(env: dict | None = None) -> Settings:
         startup_backoff_max_s=backoff_ns / 1e9,
         tokens_file=tokens_file,
         read_limit_max=_int(env, "API_READ_LIMIT_MAX", 10_000, 1, 1_000_000),
+        top_cache_s=top_cache_ns / 1e9,
     )
