@@ -21,6 +21,25 @@ class QueryError(Exception):
     """InfluxDB refused a query (400): a bug in the query or bad input that slipped through."""
 
 
+class StorageFailed(Unavailable):
+    """InfluxDB answered but could not store the points: a 5xx, or a 400 "partial write" caused by its
+    own disk (full, read-only, failing). Not the readings' fault: the same points succeed later."""
+
+
+# InfluxDB 1.x answers 400 for every "partial write", including failures on its own side: with a full
+# disk a write that creates new series gets `partial write: write /var/lib/influxdb/data/iot/_series/
+# 03/0000: no space left on device dropped=100`. Answering that 422 (final, never resent) would lose
+# readings; these operating-system errors (Go's strerror texts) mark a 400 as InfluxDB's own failure.
+SERVER_SIDE_ERRORS = ("no space left on device", "disk quota exceeded", "read-only file system",
+                      "input/output error", "too many open files", "cannot allocate memory")
+
+
+def server_side(error: str) -> bool:
+    """True when InfluxDB's error text says the failure is on its side (disk, memory, files)."""
+    lowered = error.lower()
+    return any(marker in lowered for marker in SERVER_SIDE_ERRORS)
+
+
 class DatabaseMissing(Unavailable):
     """The database vanished (dropped, fresh volume): the api must run its setup again."""
 
@@ -74,7 +93,8 @@ class Influx:
 
     async def write(self, body: bytes) -> tuple[int, str]:
         """POST /write. Returns (status, error text) for 204 and 400 (a client-side problem that the
-        caller splits per reading); raises Unavailable for everything that a retry may fix."""
+        caller splits per reading); raises Unavailable for everything that a retry may fix:
+        StorageFailed when InfluxDB itself failed (5xx, or a 400 caused by its disk), with its message."""
         try:
             async with self._session.post(self._write_url, params=self._write_params, data=body,
                                           headers={"Content-Type": "text/plain; charset=utf-8"}) as resp:
@@ -85,9 +105,14 @@ class Influx:
             raise Unavailable(f"InfluxDB write failed: {exc.__class__.__name__}: {exc}") from None
         error = _error_text(text)
         if resp.status == 400:
-            return 400, error
+            if not server_side(error):
+                return 400, error
+            raise StorageFailed(f"InfluxDB could not store the readings (answered 400, a failure on its "
+                                f"side): {error}")
         if resp.status == 404 and "database not found" in error:
             raise DatabaseMissing(f"InfluxDB: {error}")
+        if resp.status >= 500:
+            raise StorageFailed(f"InfluxDB write answered {resp.status}: {error}")
         raise Unavailable(f"InfluxDB write answered {resp.status}: {error}")
 
     async def query(self, q: str, params: dict | None = None, db: bool = True,

@@ -9,6 +9,11 @@ When InfluxDB refuses a combined batch (400: a field-type conflict, a point outs
 good points are already stored (InfluxDB 1.x writes partially) and rewriting them is idempotent, so we
 re-write each request alone and bisect a refused request down to its bad readings: only those are
 answered 422, everything else 201.
+
+A write that fails on InfluxDB's side (unreachable, timeout, 5xx, its disk full) fails every request
+of the batch with Unavailable (the app answers 503 + Retry-After) and is logged with InfluxDB's own
+message, at most one line per kind of failure every FAILURE_LOG_EVERY_S (a thousand devices retrying
+into an outage must not flood the log), then one line when writes succeed again.
 """
 from __future__ import annotations
 
@@ -18,9 +23,11 @@ import time
 from dataclasses import dataclass, field
 
 from . import metrics
-from .influx import DatabaseMissing, Influx, Unavailable
+from .influx import DatabaseMissing, Influx, StorageFailed, Unavailable
 
 log = logging.getLogger("iot_api.writer")
+
+FAILURE_LOG_EVERY_S = 5.0
 
 
 @dataclass
@@ -56,6 +63,8 @@ class GroupCommitWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
+        self._failed_writes = self._failed_readings = 0  # since the last successful write
+        self._failure_logged: dict[str, list] = {}  # kind -> [logged at, writes held back, readings]
 
     @property
     def pending_points(self) -> int:
@@ -121,6 +130,8 @@ class GroupCommitWriter:
             status, error = await self.influx.write(body)
             if status == 204:
                 metrics.FLUSHES.observe(points)
+                if self._failed_writes:
+                    self._recovered()
                 for entry in batch:
                     _resolve(entry.future, Outcome(len(entry.lines)))
             elif len(batch) == 1:
@@ -133,7 +144,7 @@ class GroupCommitWriter:
                 for entry, outcome in zip(batch, outcomes, strict=True):
                     _resolve(entry.future, outcome)
         except Unavailable as exc:
-            self._failed(exc)
+            self._failed(exc, points)
             for entry in batch:
                 _resolve(entry.future, exc)
         except Exception as exc:  # never leave a request hanging, whatever happened
@@ -150,13 +161,15 @@ class GroupCommitWriter:
     async def _write_one(self, lines: list[str]) -> Outcome:
         try:
             status, error = await self.influx.write("".join(lines).encode())
+            if status == 204:
+                metrics.FLUSHES.observe(len(lines))
+                if self._failed_writes:
+                    self._recovered()
+                return Outcome(len(lines))
+            return await self._bisect(lines, error)
         except Unavailable as exc:
-            self._failed(exc)
+            self._failed(exc, len(lines))
             raise
-        if status == 204:
-            metrics.FLUSHES.observe(len(lines))
-            return Outcome(len(lines))
-        return await self._bisect(lines, error)
 
     async def _bisect(self, lines: list[str], error: str, offset: int = 0) -> Outcome:
         """InfluxDB refused some of these lines (status 400 with `error`): find which, by halves."""
@@ -175,10 +188,30 @@ class GroupCommitWriter:
                 outcome.rejected.extend(sub.rejected)
         return outcome
 
-    def _failed(self, exc: Unavailable) -> None:
-        metrics.WRITE_ERRORS.labels(type(exc).__name__).inc()
+    def _failed(self, exc: Unavailable, readings: int) -> None:
+        kind = type(exc).__name__
+        metrics.WRITE_ERRORS.labels(kind).inc()
+        self._failed_writes += 1
+        self._failed_readings += readings
+        now = time.monotonic()
+        seen = self._failure_logged.get(kind)
+        if seen is not None and now - seen[0] < FAILURE_LOG_EVERY_S:
+            seen[1] += 1
+            seen[2] += readings
+        else:
+            held = {"similar_failures_not_logged": seen[1], "their_readings": seen[2]} if seen and seen[1] else {}
+            self._failure_logged[kind] = [now, 0, 0]
+            log.log(logging.ERROR if isinstance(exc, StorageFailed) else logging.WARNING,
+                    "InfluxDB write failed: answered 503, the readings are not stored (clients resend)",
+                    extra={"error": str(exc), "kind": kind, "readings": readings, **held})
         if isinstance(exc, DatabaseMissing):
             self.on_database_missing()
+
+    def _recovered(self) -> None:
+        log.info("InfluxDB writes succeed again", extra={"failed_writes": self._failed_writes,
+                                                          "failed_readings": self._failed_readings})
+        self._failed_writes = self._failed_readings = 0
+        self._failure_logged.clear()
 
 
 def _resolve(fut: asyncio.Future, result) -> None:
