@@ -58,10 +58,12 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
 class InfluxServer:
     """A real InfluxDB 1.x: our own influxd on loopback, or an external one from INFLUXDB_URL."""
 
-    def __init__(self, url: str | None = None, auth: bool = False):
+    def __init__(self, url: str | None = None, auth: bool = False, data_dir: str | Path | None = None):
         """auth=True: `auth-enabled = true` (HTTP basic auth; no user exists at first start). The
         helpers below then send `credentials` ((user, password), set by the test) unless given
-        `auth=` themselves."""
+        `auth=` themselves. data_dir: where influxd keeps its data and WAL (`data/`, `wal/` inside
+        it; e.g. a small filesystem that a test fills up), instead of the temporary directory; the
+        meta store stays in the temporary directory, and close() leaves data_dir to its owner."""
         self.external = url is not None
         self.proc: subprocess.Popen | None = None
         self.tmp: Path | None = None
@@ -77,14 +79,15 @@ class InfluxServer:
         self.tmp = Path(tempfile.mkdtemp(prefix="iot-influxdb-"))
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        storage = Path(data_dir) if data_dir is not None else self.tmp
         (self.tmp / "influxdb.conf").write_text(
             f"""reporting-disabled = true
 bind-address = "127.0.0.1:{free_port()}"
 [meta]
   dir = "{self.tmp}/meta"
 [data]
-  dir = "{self.tmp}/data"
-  wal-dir = "{self.tmp}/wal"
+  dir = "{storage}/data"
+  wal-dir = "{storage}/wal"
   query-log-enabled = false
 [monitor]
   store-enabled = false
@@ -138,13 +141,16 @@ bind-address = "127.0.0.1:{free_port()}"
         return {"Authorization": f"Basic {token}"}
 
     def query(self, q: str, db: str | None = None, params: dict | None = None,
-              auth: tuple[str, str] | None = None) -> list[dict]:
-        """Run InfluxQL; returns the list of series of the first statement (empty list if none)."""
+              auth: tuple[str, str] | None = None, epoch: str | None = None) -> list[dict]:
+        """Run InfluxQL; returns the list of series of the first statement (empty list if none).
+        epoch="ns": times as integer nanoseconds instead of RFC 3339 text."""
         form = {"q": q}
         if db:
             form["db"] = db
         if params:
             form["params"] = json.dumps(params)
+        if epoch:
+            form["epoch"] = epoch
         status, _, body = http("POST", self.url + "/query",
                                urllib.parse.urlencode(form).encode(),
                                {"Content-Type": "application/x-www-form-urlencoded",
@@ -159,6 +165,14 @@ bind-address = "127.0.0.1:{free_port()}"
         series = self.query(f'SELECT count("value") FROM "{measurement}" {where}', db=db, params=params,
                             auth=auth)
         return sum(row[1] for s in series for row in s["values"])
+
+    def points(self, db: str, where: str = "", params: dict | None = None,
+               measurement: str = "data") -> list[tuple[str, str, int]]:
+        """Every stored point as (sensor_id, type, time in ns), duplicates kept: the exact set the
+        fault tests compare with what the api acknowledged."""
+        series = self.query(f'SELECT "value" FROM "{measurement}" {where} GROUP BY "sensor_id", "type"',
+                            db=db, params=params, epoch="ns")
+        return [(s["tags"]["sensor_id"], s["tags"]["type"], row[0]) for s in series for row in s["values"]]
 
     def write(self, db: str, lines: str, precision: str = "ns",
               auth: tuple[str, str] | None = None) -> tuple[int, bytes]:
