@@ -186,7 +186,12 @@ def fill(api: ApiServer) -> None:
     readings = [{"ts": _rfc3339(now - (j + 1) * FILL_STEP_S * 10**9), "type": "temp", "sensor_id": f"reads-{s}",
                  "value": 15 + (s * 7) % 20 + (j % 10) / 10} for s in range(FILL_SENSORS) for j in range(FILL_PER_SENSOR)]
     for i in range(0, len(readings), 1000):
-        status, _, body = api.post("/data", readings[i:i + 1000])
+        deadline = time.monotonic() + 60
+        while True:  # as any client: a 503 (InfluxDB busy or briefly away) is resent after Retry-After
+            status, headers, body = api.post("/data", readings[i:i + 1000])
+            if status != 503 or time.monotonic() > deadline:
+                break
+            time.sleep(min(5.0, float(headers.get("retry-after", headers.get("Retry-After", 1)))))
         if status != 201 or not isinstance(body, dict) or body.get("stored") != len(readings[i:i + 1000]):
             raise BenchError(f"reads: filling the database failed: POST /data answered {status} {str(body)[:200]}")
 
