@@ -34,14 +34,6 @@ def load(path: Path) -> dict:
     return yaml.safe_load(path.read_text())
 
 
-@pytest.fixture
-def values_dir(tmp_path, monkeypatch):
-    """A copy of stacks/values that a test may break."""
-    folder = tmp_path / "values"
-    shutil.copytree(render.VALUES_DIR, folder)
-    monkeypatch.setattr(render, "VALUES_DIR", folder)
-    return folder
-
 
 # -- environments and values ----------------------------------------------------------------------
 def test_every_env_is_listed_and_loads():

@@ -11,7 +11,6 @@ no security_opt (docker stack deploy ignores it) nor pids (not in the v3.8 schem
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 from pathlib import Path
 
@@ -131,13 +130,6 @@ def test_prod_grafana_admin_from_a_secret_no_anonymous_no_sign_up(target, tmp_pa
     assert "grafana_admin_password" in [s["source"] for s in grafana["secrets"]]
     assert grafana["user"] == "472"
 
-
-@pytest.fixture
-def values_dir(tmp_path, monkeypatch):
-    folder = tmp_path / "values"
-    shutil.copytree(render.VALUES_DIR, folder)
-    monkeypatch.setattr(render, "VALUES_DIR", folder)
-    return folder
 
 
 @pytest.mark.parametrize("yaml_text, key, message", [
