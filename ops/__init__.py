@@ -1,1 +1,1 @@
-"""The Python behind tasks.py: each module does one job for the invoke tasks."""
+"""The Python behind the invoke tasks (tasks/): each module does one job for the invoke tasks."""

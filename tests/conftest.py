@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-# tests/ for harness.py, the repository root for ops/ (the code behind tasks.py): every test module
+# tests/ for harness.py, the repository root for ops/ (the code behind the tasks): every test module
 # can import both, whatever order or subset pytest collects.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -185,7 +185,7 @@ class TaskSpec:
 
 
 def real_tasks() -> tuple[dict[str, TaskSpec], dict[str, bool]]:
-    """The tasks of tasks.py and invoke's own (core) flags, read through invoke's parser objects: what
+    """The tasks of tasks/ and invoke's own (core) flags, read through invoke's parser objects: what
     `./iot --list` and `./iot --help TASK` show."""
     import sys
 

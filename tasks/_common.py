@@ -1,0 +1,34 @@
+"""What every task module shares: option help texts, the environment, one-line errors."""
+from contextlib import contextmanager
+
+from invoke import Exit
+
+ENV_HELP = ("environment: a values file in stacks/values/ (dev, test, prod); default: the config's iot.env "
+            "(dev; set it in invoke.yaml or with INVOKE_IOT_ENV)")
+SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
+
+
+@contextmanager
+def clear_errors():
+    """Failures of the ops layer end as one line and a non-zero exit, not a traceback."""
+    from ops import engine, images, registry, render, secrets
+
+    try:
+        yield
+    except (engine.EngineError, images.ImageError, registry.RegistryError, render.RenderError,
+            secrets.SecretsError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+
+
+def env_of(c, env, default_key="env"):
+    """The environment given, else the config's (invoke.yaml `iot: {env: …}`, INVOKE_IOT_ENV)."""
+    return env or c.config.iot[default_key]
+
+
+def prepare_stack(c, env, sets, need_engine=True):
+    from ops import render, stack
+
+    env = env_of(c, env)
+    with clear_errors():
+        return stack.prepare(env, render.parse_overrides(sets or []), dry=c.config.run.dry,
+                             need_engine=need_engine)

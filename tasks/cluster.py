@@ -1,0 +1,149 @@
+"""Clusters: a local multi-node swarm in containers, SSH hosts, Docker Machine nodes."""
+from contextlib import contextmanager
+
+from invoke import Collection, Exit, task
+
+from ._common import clear_errors, env_of
+
+
+@contextmanager
+def _cluster_errors():
+    from ops import cluster, images
+
+    try:
+        yield
+    except (cluster.ClusterError, images.ImageError) as exc:
+        raise Exit(f"error: {exc}", code=1) from None
+
+
+def _cluster_images(c, env, image):
+    """The images a local cluster's nodes get: --image as given, else the env's stack images that exist.
+    Returns (refs, {base key: ref} of the stack's base images, bases mode)."""
+    import tempfile
+    from pathlib import Path
+
+    from ops import images, render
+
+    with clear_errors(), tempfile.TemporaryDirectory(prefix="iot-cluster-") as tmp:
+        result = render.render(env_of(c, env), out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets")
+        mode = render.load_values(env_of(c, env))["bases"]["mode"]
+    bases = {k: t for k, t in result.bases.items() if k != "python" and t}
+    if image:
+        return list(image), bases, mode
+    wanted = [result.images["api"], result.images["simulator"], *bases.values()]
+    present = [t for t in wanted if images.image_exists(t)]
+    for missing in sorted(set(wanted) - set(present)):
+        print(f"cluster: {missing} is not built here, not copied to the nodes (./iot build --env ENV first)")
+    return present, bases, mode
+
+
+@task(name="create", help={
+    "driver": "local (nodes are containers on this engine), or a Docker Machine driver: virtualbox, "
+              "digitalocean, generic, … (needs docker-machine); ignored with --ssh",
+    "managers": "manager nodes (default 1)",
+    "workers": "worker nodes (default 2); with --ssh the hosts after the managers are the workers",
+    "name": "cluster name (default iot): node, context and resource names derive from it",
+    "ssh": "an existing Docker host as user@host (repeatable): the swarm is formed over docker contexts",
+    "env": "local driver: whose stack images to give the nodes (default: the config's env)",
+    "image": "local driver: give the nodes this image instead (repeatable)",
+    "distribution": "local driver: how images reach the nodes: registry (default: a registry container on the "
+                    "cluster network, deploy with the printed --set registry=IP:5000/) or load (docker save, "
+                    "docker load into every node)",
+    "option": "Docker Machine driver flag passed to every `docker-machine create` (repeatable)",
+    "db_node": "node whose engine gets the label iot.influxdb=true (default: the first manager)",
+    "label": "local driver: an extra label KEY=VALUE on every container, volume and network (repeatable)",
+}, iterable=["ssh", "image", "option", "label"])
+def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=None, env=None, image=None,
+                   option=None, db_node=None, label=None, distribution="registry"):
+    """Create a Swarm cluster: local Docker-in-Docker nodes, existing hosts over SSH, or Docker Machine nodes.
+
+    Then: swarm init on the first manager, joins, the database node labelled, and the docker context
+    to use printed. `--driver local` also gives the nodes the env's images: pushed to a registry on the
+    cluster network (default), or `docker load`ed into every node (--distribution load)."""
+    import shlex
+
+    from ops import cluster
+
+    managers, workers = int(managers), int(workers)
+    with _cluster_errors():
+        cluster.check_name(name)
+        if ssh:
+            if c.config.run.dry:
+                for node, create in cluster.ssh_nodes(name, ssh, managers):
+                    print(f"would run: {shlex.join(create)}  ({node.role} {node.address})")
+                return
+            result = cluster.create_ssh(name, ssh, managers, db_node=int(db_node or 1))
+        elif driver == "local":
+            if distribution not in cluster.DISTRIBUTIONS:
+                raise cluster.ClusterError(f"--distribution {distribution}: one of {', '.join(cluster.DISTRIBUTIONS)}")
+            use_registry = distribution == "registry"
+            if c.config.run.dry:
+                subnet = cluster.pick_subnet(cluster.used_subnets())
+                print("would run: " + shlex.join(cluster.network_create_command(name, subnet, label or ())))
+                if use_registry:
+                    print("would run: " + shlex.join(cluster.registry_run_command(
+                        name, cluster.registry_ip(subnet), extra_labels=label or ())))
+                for index, (node, role) in enumerate(cluster.node_names(name, managers, workers)):
+                    print("would run: " + shlex.join(cluster.node_run_command(
+                        name, node, role, str(subnet.network_address + cluster.FIRST_NODE_HOST + index),
+                        host_socket_dir=cluster.socket_dir(name) if index == 0 else None, extra_labels=label or (),
+                        insecure_registry=f"{cluster.registry_ip(subnet)}:{cluster.REGISTRY_PORT}"
+                        if use_registry else None)))
+                print("then: swarm init/join, node label, "
+                      + ("docker push of the images to the cluster registry" if use_registry
+                         else "docker save | docker load of the images") + ", a context")
+                return
+            refs, bases, mode = _cluster_images(c, env, image)
+            result = cluster.create_local(name, managers, workers, images=refs, db_node=db_node,
+                                          extra_labels=label or (), distribution=distribution, bases=bases,
+                                          bases_mode=mode)
+        else:
+            if c.config.run.dry:
+                for node, _ in cluster.node_names(name, managers, workers):
+                    print("would run: " + shlex.join(cluster.machine_create_command(driver, node, option or ())))
+                return
+            result = cluster.create_machine(name, driver, managers, workers, options=option or ())
+    print("\n".join(result.lines()))
+
+
+@task(name="ls")
+def cluster_ls(c):
+    """List the local clusters' nodes (containers) and the docker contexts of every cluster made here."""
+    from ops import cluster
+
+    with _cluster_errors():
+        nodes, contexts = cluster.ls_local(), cluster.ls_contexts()
+    if not nodes and not contexts:
+        print("no clusters (create one: ./iot cluster.create --driver local)")
+    for row in nodes:
+        print(f"{row['cluster']:12} {row['role']:8} {row['container']:24} {row['state']:8} {row['status']}")
+    for ctx in contexts:
+        print(f"context {ctx['name']:20} {ctx['endpoint']:50} {ctx['description']}")
+
+
+@task(name="rm", help={"name": "cluster name (default iot)"})
+def cluster_rm(c, name="iot"):
+    """Remove a cluster: local nodes with their volumes, network and context; SSH hosts leave the swarm;
+    Docker Machine nodes are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
+    from ops import cluster
+
+    with _cluster_errors():
+        cluster.check_name(name)
+        if c.config.run.dry:
+            print(f"would remove: {cluster.ls_local(name)} {cluster.cluster_contexts(name)}")
+            return
+        removed = []
+        if cluster.ls_local(name) or (cluster.STATE_DIR / name).exists():
+            removed += cluster.rm_local(name)
+        contexts = cluster.cluster_contexts(name)
+        if any("(machine " in ctx["description"] for ctx in contexts):
+            removed += cluster.rm_machine(name)
+        elif contexts:
+            removed += cluster.rm_contexts(name)
+    print("\n".join(removed) if removed else f"no cluster named {name}")
+
+
+cluster_ns = Collection("cluster")
+cluster_ns.add_task(cluster_create, name="create")
+cluster_ns.add_task(cluster_ls, name="ls")
+cluster_ns.add_task(cluster_rm, name="rm")

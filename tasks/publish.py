@@ -1,0 +1,80 @@
+"""Publishing: tag, push, and a local registry to push to."""
+from invoke import Collection, task
+
+from ._common import ENV_HELP, SET_HELP, clear_errors, env_of
+
+REGISTRY_HELP = ("registry to publish to instead of the env's `registry` value, e.g. 127.0.0.1:5000/ "
+                 "(same as --set registry=...)")
+
+
+def _publish_plan(c, env, sets, registry, check_registry=False):
+    """Which local image gets which tags, and the registry prefix. The environment is rendered into a
+    throw-away folder (with throw-away secrets): publishing never rewrites build/ENV or secrets/ENV."""
+    import tempfile
+    from pathlib import Path
+
+    from ops import registry as registries
+    from ops import render
+
+    env = env_of(c, env)
+    sets = list(sets or [])
+    if registry is not None:
+        sets.append(f"registry={registries.normalize_prefix(registry)}")
+    with clear_errors(), tempfile.TemporaryDirectory(prefix="iot-publish-") as tmp:
+        overrides = render.parse_overrides(sets)
+        result = render.render(env, out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets", overrides=overrides)
+        prefix = render.load_values(env, overrides)["registry"]
+        if check_registry and not c.config.run.dry:  # before anything else: the likeliest failure
+            registries.check_registry(prefix)
+        return registries.plan(result, prefix, dry=c.config.run.dry), prefix
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])
+def tag(c, env=None, set=None, registry=None):  # noqa: A002 - the option is --set
+    """Tag the built images for the registry: version, git-<sha7> (-dirty if built from a dirty tree), branch."""
+    from ops import registry as registries
+
+    plans, _ = _publish_plan(c, env, set, registry)
+    with clear_errors():
+        registries.tag(plans, dry=c.config.run.dry)
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])
+def push(c, env=None, set=None, registry=None):  # noqa: A002 - the option is --set
+    """Tag and push the built images to the registry (checks first that it answers); never `latest`."""
+    from ops import registry as registries
+
+    plans, prefix = _publish_plan(c, env, set, registry, check_registry=True)
+    with clear_errors():
+        registries.push(plans, prefix, dry=c.config.run.dry)
+
+
+@task(name="start", help={
+    "port": "port on 127.0.0.1 (default 5000; then push with --registry 127.0.0.1:PORT/)",
+    "dir": "folder for its config, pid file, log and data/ (default build/registry)",
+})
+def registry_start(c, port=5000, dir=None):  # noqa: A002 - the option is --dir
+    """Run a local registry (Debian's docker-registry, installed if missing) on 127.0.0.1 in the background."""
+    from pathlib import Path
+
+    from ops import registry as registries
+
+    with clear_errors():
+        registries.start_local_registry(int(port), state_dir=Path(dir) if dir else registries.STATE_DIR,
+                                        dry=c.config.run.dry)
+
+
+@task(name="stop", help={"dir": "the folder it was started with (default build/registry)"})
+def registry_stop(c, dir=None):  # noqa: A002 - the option is --dir
+    """Stop the local registry started by registry.start (by its pid file); its data is kept."""
+    from pathlib import Path
+
+    from ops import registry as registries
+
+    with clear_errors():
+        registries.stop_local_registry(Path(dir) if dir else registries.STATE_DIR, dry=c.config.run.dry)
+
+
+registry_ns = Collection("registry")
+registry_ns.add_task(registry_start, name="start")
+registry_ns.add_task(registry_stop, name="stop")

@@ -1,0 +1,163 @@
+"""Swarm: deploy with a convergence check, rollback, status, scale, swarm.init."""
+import os
+from contextlib import contextmanager
+
+from invoke import Collection, Exit, task
+
+from ._common import ENV_HELP, SET_HELP, clear_errors, env_of, prepare_stack
+
+MACHINE_HELP = ("deploy to this Docker Machine node: runs `docker-machine env NAME` and uses its variables "
+                "(default: the docker CLI's target: local engine, DOCKER_CONTEXT, DOCKER_HOST=ssh://…)")
+
+
+def _swarm_target(c, machine):
+    """A Docker runner for the target; with --machine, its variables also go into this process's
+    environment (so that every docker command of the task, render's included, talks to that node)."""
+    from ops import swarm
+
+    with _swarm_errors():
+        extra = swarm.machine_env(machine) if machine else {}
+    os.environ.update(extra)
+    return swarm.Docker(env=extra, dry=c.config.run.dry)
+
+
+@contextmanager
+def _swarm_errors():
+    from ops import swarm
+
+    with clear_errors():
+        try:
+            yield
+        except swarm.SwarmError as exc:
+            raise Exit(f"error: {exc}", code=1) from None
+
+
+def _stack_name(c, env, sets):
+    from ops import render
+
+    values = render.load_values(env_of(c, env), render.parse_overrides(sets or []))
+    return f"{values['project']}-{env_of(c, env)}", values["label_prefix"]
+
+
+@task(help={"env": ENV_HELP, "set": SET_HELP, "machine": MACHINE_HELP,
+            "timeout": "seconds to wait for every service to converge (default 300)",
+            "url": "api URL for the smoke test (default http://HOST:PUBLISHED_PORT, HOST from DOCKER_HOST)",
+            "smoke": "post a reading and read it back through the published port after converging (default on)"},
+      iterable=["set"])
+def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=True):  # noqa: A002 - --set
+    """Deploy the env's Swarm stack and check it: render, validate, deploy, wait for convergence, smoke test.
+
+    `docker stack deploy` exits 0 even when an update rolls back: this task waits until every service
+    has finished its update and runs its desired replicas healthy. On failure it rolls the stuck services
+    back, names them with their last task errors, and exits non-zero. Needs a swarm manager: see
+    `swarm.init` for a one-node swarm on this machine."""
+    from ops import render, secrets, swarm
+
+    docker = _swarm_target(c, machine)
+    local = swarm.is_local_target(os.environ)
+    sets = list(set or [])
+    with _swarm_errors():
+        nodes = swarm.ready_nodes(docker)
+        if nodes:  # host-mode ports on too few nodes: start-first could never place the new task
+            extra, notes = swarm.update_order_overrides(
+                render.load_values(env_of(c, env), render.parse_overrides(sets)), nodes)
+            for note in notes:
+                print(f"note: {note}")
+            sets += [f"{k}={v}" for k, v in extra.items() if not any(x.startswith(k + "=") for x in sets)]
+    prepared = prepare_stack(c, env, sets, need_engine=local)
+    result = prepared.result
+    with _swarm_errors():
+        values = render.load_values(result.env, render.parse_overrides(sets))
+        placements = values["influxdb"]["deploy"]["placement"] + values["api"]["deploy"]["placement"]
+        if result.grafana:
+            placements += values["grafana"]["deploy"]["placement"]
+        grafana_files = {g["key"]: g["path"] for g in render.grafana_provisioning_files()} if result.grafana else {}
+        plan = swarm.DeployPlan(
+            stack=result.stack_name, stack_file=result.files["stack.yaml"],
+            secrets={name: result.secrets[key] for key, name in result.swarm_secret_names.items()},
+            configs={name: grafana_files[key] for key, name in result.swarm_config_names.items() if key in grafana_files},
+            node_labels=swarm.label_constraints(placements),
+            api_url=(url or f"http://{swarm.published_host(os.environ)}:{values['api']['published_port']}").rstrip("/"),
+            write_token_file=result.secrets[secrets.SIMULATOR_TOKEN], read_token_file=result.secrets[secrets.API_READ_TOKEN],
+            external_secrets=values["swarm"]["secrets"] == "external", label_prefix=values["label_prefix"],
+            timeout=float(timeout), smoke=smoke)
+        states = swarm.deploy(plan, docker)
+    if states:
+        print(swarm.table(states))
+        print(f"deployed {plan.stack}: every service converged" + (", smoke test passed" if smoke else "")
+              + f"; api: {plan.api_url}")
+
+
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP,
+            "service": "only this service, e.g. api (repeatable; default: every service with a previous spec)"},
+      iterable=["service"])
+def rollback(c, env=None, machine=None, service=None):
+    """Roll services of the env's stack back to their previous spec (`docker service rollback`)."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, _ = _stack_name(c, env, [])
+        rolled = swarm.rollback(docker, name, service or [])
+    print(f"rolled back: {', '.join(rolled) or 'nothing (no service has a previous spec)'}")
+
+
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP})
+def status(c, env=None, machine=None):
+    """Show the env's stack on the swarm: services, running/desired replicas (healthy), versions, update state."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, prefix = _stack_name(c, env, [])
+        found = swarm.states(docker, name, prefix)
+    if not found:
+        raise Exit(f"error: no stack {name} on this swarm (deploy it with ./iot deploy --env {env_of(c, env)})", code=1)
+    print(swarm.table(found))
+    for s in found:
+        if s.errors:
+            print(f"{s.name}: " + "; ".join(s.errors))
+
+
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP,
+            "service": "SERVICE=N, e.g. api=3 (repeatable). With host-mode ports (test env) at most one api "
+                       "task runs per node: more replicas than nodes stay pending"},
+      iterable=["service"])
+def scale(c, env=None, machine=None, service=None):
+    """Scale services of the env's stack (`docker service scale`; waits until they converge)."""
+    from ops import swarm
+
+    if not service:
+        raise Exit("error: give at least one --service NAME=N, e.g. --service api=3", code=2)
+    counts = {}
+    for item in service:
+        name, sep, n = item.partition("=")
+        if not sep or not n.isdigit():
+            raise Exit(f"error: --service {item!r}: expected NAME=N, e.g. api=3", code=2)
+        counts[name] = int(n)
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, _ = _stack_name(c, env, [])
+        swarm.scale(docker, name, counts)
+
+
+@task(name="init", help={"advertise_addr": "address other nodes would join on (default 127.0.0.1: a one-node "
+                                           "swarm on this machine)", "machine": MACHINE_HELP})
+def swarm_init(c, advertise_addr="127.0.0.1", machine=None):
+    """Make the target engine a one-node swarm (`docker swarm init`) unless it is in swarm mode already.
+    `deploy` never does this by itself: joining or creating a swarm is the operator's choice."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        swarm.init_swarm(docker, advertise_addr)
+
+
+swarm_ns = Collection("swarm")
+swarm_ns.add_task(swarm_init, name="init")
