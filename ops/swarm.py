@@ -594,3 +594,32 @@ def remove_stack(docker: Docker, stack: str, timeout: float = 60) -> None:
         if not left and not nets:
             return
         time.sleep(1)
+
+
+def undeploy(docker: Docker, stack: str, volumes: bool = False, timeout: float = 90) -> list[str]:
+    """Remove a stack and wait until its containers and networks are gone; with `volumes`, then delete
+    its volumes on this node (Swarm leaves them, and a volume stays "in use" until its container is
+    removed, which `docker stack rm` does not wait for). Returns the volumes deleted."""
+    if not docker.dry and stack not in docker.read("stack", "ls", "--format", "{{.Name}}", check=False).split():
+        say(f"no stack {stack} on this swarm")
+    remove_stack(docker, stack, timeout)
+    if docker.dry:
+        return []
+    flt = f"label={STACK_LABEL}={stack}"
+    left = docker.read("ps", "-aq", "--filter", flt, check=False).split()
+    if left:
+        raise SwarmError(f"{len(left)} container(s) of {stack} still there after {timeout:.0f} s; "
+                         f"see `docker ps -a --filter {flt}`")
+    if not volumes:
+        return []
+    deleted = []
+    for volume in docker.read("volume", "ls", "-q", "--filter", flt, check=False).split():
+        for _ in range(10):  # a removed container can hold its volume a moment longer
+            if docker.run("volume", "rm", volume, check=False).returncode == 0:
+                deleted.append(volume)
+                break
+            time.sleep(1)
+        else:
+            raise SwarmError(f"volume {volume} of {stack} could not be deleted (still in use?)")
+    return deleted
+

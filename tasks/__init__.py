@@ -2,7 +2,7 @@
 
 One module per group of tasks: dev (tests, lint, api, simulate, bench, engine), stack (Compose: render,
 build, up, down, logs, ps, autotest, images.*), publish (tag, push, registry.*), swarm (deploy,
-rollback, status, scale, swarm.*), cluster (cluster.*), db (db.*). Every task echoes its commands;
+undeploy, rollback, status, scale, swarm.*), cluster (cluster.*), db (db.*). Every task echoes its commands;
 `./iot --dry TASK` prints them without running anything.
 """
 import sys
@@ -20,7 +20,7 @@ from . import cluster, db, dev, publish, stack, swarm  # noqa: E402
 ns = Collection(dev.test, dev.lint, dev.api, dev.simulate, dev.bench, dev.engine,
                 stack.render, stack.build, stack.up, stack.down, stack.logs, stack.ps, stack.autotest, stack.images_ns,
                 publish.tag, publish.push, publish.registry_ns,
-                swarm.deploy, swarm.rollback, swarm.status, swarm.scale, swarm.swarm_ns,
+                swarm.deploy, swarm.undeploy, swarm.rollback, swarm.status, swarm.scale, swarm.swarm_ns,
                 cluster.cluster_ns, db.db_ns)
 # Defaults, overridable the pyinvoke way: invoke.yaml (`iot: {env: prod}`) or INVOKE_IOT_ENV=prod.
 ns.configure({"run": {"echo": True}, "iot": {"env": "dev", "autotest_env": "test"}})

@@ -104,6 +104,21 @@ def rollback(c, env=None, machine=None, service=None):
     print(f"rolled back: {', '.join(rolled) or 'nothing (no service has a previous spec)'}")
 
 
+@task(help={"env": ENV_HELP, "machine": MACHINE_HELP,
+            "volumes": "also delete the stack's volumes on this node (InfluxDB's data, for good)"})
+def undeploy(c, env=None, machine=None, volumes=False):
+    """Remove the env's stack (`docker stack rm`) and wait until its containers and networks are gone."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with _swarm_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, _ = _stack_name(c, env, [])
+        deleted = swarm.undeploy(docker, name, volumes=volumes)
+    print(f"removed stack {name}" + (f"; deleted volumes: {', '.join(deleted)}" if deleted else ""))
+
+
 @task(help={"env": ENV_HELP, "machine": MACHINE_HELP})
 def status(c, env=None, machine=None):
     """Show the env's stack on the swarm: services, running/desired replicas (healthy), versions, update state."""
