@@ -12,7 +12,7 @@ import tempfile
 
 
 def main() -> int:
-    from . import config, logs
+    from . import config, logs, worker_slot
     from .auth import Tokens, TokensError
 
     try:
@@ -26,6 +26,10 @@ def main() -> int:
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers are separate processes: prometheus-client aggregates their samples through files.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="iot-api-metrics-")
+
+    if settings.workers > 1 and not os.environ.get(worker_slot.SLOTS_DIR_ENV):
+        # Each worker claims a slot here: its id for server timestamps (worker_slot.py).
+        os.environ[worker_slot.SLOTS_DIR_ENV] = tempfile.mkdtemp(prefix="iot-api-workers-")
 
     import uvicorn
 

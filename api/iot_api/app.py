@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import random
 import time
 
 import orjson
 
-from . import metrics
+from . import metrics, worker_slot
 from .auth import Tokens
 from .config import Settings
 from .influx import AuthFailed, Influx, QueryError, Unavailable
 from .openapi import document as openapi_document
 from .queries import BadRequest, NotFound, ReadQueries, parse_args
-from .readings import InvalidBody, Limits, check_sensor_id, parse_body
+from .readings import InvalidBody, Limits, check_sensor_id, parse_body, set_writer_id
 from .writer import GroupCommitWriter, Overloaded
 
 log = logging.getLogger("iot_api")
@@ -247,6 +248,8 @@ class Api:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                slot = worker_slot.claim(self.settings.workers, os.environ.get(worker_slot.SLOTS_DIR_ENV))
+                set_writer_id(self.settings.instance * self.settings.workers + slot)
                 await self.influx.open()
                 self.writer = GroupCommitWriter(
                     self.influx, self.settings.flush_max_points, self.settings.flush_max_delay_s,

@@ -53,6 +53,8 @@ class Settings:
     startup_backoff_max_s: float
     tokens_file: str | None
     read_limit_max: int
+    instance: int               # this api's number among its replicas (Swarm: {{.Task.Slot}}); with the
+                                # worker's slot it makes server timestamps unique (readings._Clock)
     top_cache_s: float          # GET /top answers are shared for this long (0: every request queries)
 
 
@@ -150,6 +152,11 @@ def load(env: dict | None = None) -> Settings:
     _, backoff_ns = _duration(env, "API_STARTUP_BACKOFF_MAX", "10s", minimum_ns=10**8)
     # Slow clients: each connection holds a slot of API_MAX_CONNECTIONS, so none may hold it forever.
     _, keepalive_ns = _duration(env, "API_KEEPALIVE_TIMEOUT", "30s", minimum_ns=10**8)
+    workers = _int(env, "API_WORKERS", 1, 1, 64)
+    instance = _int(env, "API_INSTANCE", 0, 0, 999)
+    if (instance + 1) * workers > 1000:
+        raise ConfigError(f"API_INSTANCE={instance} with API_WORKERS={workers}: (instance + 1) x workers must "
+                          "be at most 1000 (each worker needs its own id for server timestamps)")
     top_cache_raw, top_cache_ns = _duration(env, "API_TOP_CACHE", "1s")
     if top_cache_ns > 3600 * 10**9:
         raise ConfigError(f"API_TOP_CACHE={top_cache_raw!r}: at most 1h (the past-minute ranking would be stale)")
@@ -176,7 +183,8 @@ def load(env: dict | None = None) -> Settings:
     return Settings(
         host=env.get("API_HOST", "").strip() or "0.0.0.0",
         port=_int(env, "API_PORT", 1337, 1, 65535),
-        workers=_int(env, "API_WORKERS", 1, 1, 64),
+        workers=workers,
+        instance=instance,
         log_level=log_level,
         access_log=_bool(env, "API_ACCESS_LOG", False),
         max_connections=_int(env, "API_MAX_CONNECTIONS", 1000, 1, 100_000),

@@ -374,3 +374,14 @@ def test_autotest_publishes_no_host_port(tmp_path):
     assert all("ports" not in svc for svc in doc["services"].values())
     compose_doc = yaml.safe_load(result.files["compose.yaml"].read_text())
     assert compose_doc["services"]["api"]["ports"][0]["published"] == "18080"
+
+
+@pytest.mark.parametrize("env", ["dev", "test", "prod"])
+def test_each_swarm_replica_of_the_api_gets_its_own_instance_number(env, out, secrets_dir):
+    """API_INSTANCE is Swarm's task slot in the stack (replicas must not share server-time ids); the
+    Compose files run one api and leave it unset (0)."""
+    do_render(env, out, secrets_dir)
+    stack = load(out / env / "stack.yaml")
+    compose = load(out / env / "compose.yaml")
+    assert stack["services"]["api"]["environment"]["API_INSTANCE"] == "{{.Task.Slot}}"
+    assert "API_INSTANCE" not in compose["services"]["api"]["environment"]
