@@ -136,7 +136,8 @@ def soak_table(summary: dict) -> str:
     rows = [f"soak: {s['seconds']:g} s of single-reading POSTs at {s['connections']} connections, "
             f"{len(s['samples'])} RSS samples every {s['sample_every_s']:g} s",
             f"  load            {s['requests_per_s']:,.0f} req/s, {s['readings_per_s']:,.0f} readings/s, p50/p95/p99 "
-            f"{s['p50_ms']:.2f}/{s['p95_ms']:.2f}/{s['p99_ms']:.2f} ms, {s['errors']} errors",
+            f"{s['p50_ms']:.2f}/{s['p95_ms']:.2f}/{s['p99_ms']:.2f} ms, {s['errors']} errors "
+            f"({s.get('non2xx', 0)} non-2xx answers such as 503, {s.get('socket_errors', 0)} socket errors or timeouts)",
             f"  api RSS         first {window}: {s['rss_first_window_mib']:.1f} MiB, last {window}: "
             f"{s['rss_last_window_mib']:.1f} MiB, max {s['rss_max_mib']:.1f} MiB",
             f"  slope           {_value(s['rss_slope_mib_per_min'], 'MiB/min', '+')} (least squares after the first "

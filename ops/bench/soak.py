@@ -91,7 +91,8 @@ def _soak(influx: InfluxServer, api: ApiServer, seconds: float, work: Path, prog
     out = {"seconds": seconds, "connections": WRITE_CONNECTIONS, "sample_every_s": every,
            "requests_per_s": round(res["requests"] / elapsed, 1), "readings_per_s": round(acknowledged / elapsed, 1),
            "p50_ms": res["p50_us"] / 1000, "p95_ms": res["p95_us"] / 1000, "p99_ms": res["p99_us"] / 1000,
-           "errors": res["socket_errors"] + res["non2xx"], **memory(samples, seconds),
+           "errors": res["socket_errors"] + res["non2xx"], "socket_errors": res["socket_errors"],
+           "non2xx": res["non2xx"], **memory(samples, seconds),
            "acknowledged": acknowledged, "api_counted": counted, "stored": stored,
            # >= acknowledged: wrk does not count the requests it stops waiting for, which may still be stored
            "stored_checked": stored >= acknowledged and stored == counted, "samples": samples}
