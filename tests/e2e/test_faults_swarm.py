@@ -9,21 +9,13 @@ whatever was answered 503, so the run's count in InfluxDB is exactly what it gen
 """
 from __future__ import annotations
 
-import sys
 import time
 import uuid
-from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-for folder in (ROOT, HERE, HERE.parent):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-from faults_helpers import SimulatorRun, assert_exact_run  # noqa: E402
-from test_swarm_deploy import (  # noqa: E402
+from faults_helpers import SimulatorRun, assert_exact_run
+from harness import ROOT
+from test_swarm_deploy import (
     ENV,
     STACK,
     api_url,
@@ -32,7 +24,7 @@ from test_swarm_deploy import (  # noqa: E402
     one_node_swarm,  # noqa: F401 - the module fixture, used by name below
 )
 
-from ops import secrets  # noqa: E402
+from ops import secrets
 
 DEVICES, COUNT = 50, 400  # 10 readings/s per device for 40 s: 20,000 readings
 pytestmark = pytest.mark.usefixtures("docker_engine")

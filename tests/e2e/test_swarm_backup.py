@@ -18,14 +18,8 @@ import uuid
 from pathlib import Path
 
 import pytest
-
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parents[1]
-for folder in (ROOT, HERE):
-    if str(folder) not in sys.path:
-        sys.path.insert(0, str(folder))
-
-from test_swarm_deploy import (  # noqa: E402
+from harness import ROOT
+from test_swarm_deploy import (
     ENV,
     STACK,
     api_url,
@@ -36,7 +30,7 @@ from test_swarm_deploy import (  # noqa: E402
     one_node_swarm,  # noqa: F401 - the module fixture, used by name below
 )
 
-from ops import secrets  # noqa: E402
+from ops import secrets
 
 VOLUME = f"{STACK}_influxdb-data"
 DEVICES, TICKS, TYPES = 4, 40, "temp,humidity"

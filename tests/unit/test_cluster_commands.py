@@ -10,7 +10,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import stat
 import subprocess
 import sys
 import textwrap
@@ -58,22 +57,9 @@ STAND_IN = textwrap.dedent("""\
 
 
 @pytest.fixture
-def recorder(tmp_path, monkeypatch):
+def recorder(stand_ins):
     """Stand-ins for docker and docker-machine first on PATH; returns a function reading the log."""
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    for name in ("docker", "docker-machine"):
-        path = bindir / name
-        path.write_text(STAND_IN.format(python=sys.executable))
-        path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    log = tmp_path / "calls.jsonl"
-    log.touch()
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("REC_LOG", str(log))
-
-    def calls() -> list[list[str]]:
-        return [json.loads(line) for line in log.read_text().splitlines()]
-    return calls
+    return stand_ins(STAND_IN, "docker", "docker-machine")
 
 
 def quiet(_message: str) -> None:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import stat
 import sys
 import textwrap
 import threading
@@ -77,17 +75,8 @@ STAND_IN = textwrap.dedent("""\
 
 
 @pytest.fixture
-def docker_log(tmp_path, monkeypatch):
-    bindir = tmp_path / "bin"
-    bindir.mkdir()
-    path = bindir / "docker"
-    path.write_text(STAND_IN.format(python=sys.executable))
-    path.chmod(path.stat().st_mode | stat.S_IEXEC)
-    log = tmp_path / "calls.jsonl"
-    log.touch()
-    monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setenv("REC_LOG", str(log))
-    return lambda: [json.loads(line) for line in log.read_text().splitlines()]
+def docker_log(stand_ins):
+    return stand_ins(STAND_IN, "docker")
 
 
 def test_push_tags_pushes_then_drops_only_the_temporary_tags(docker_log):
