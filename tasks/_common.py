@@ -11,12 +11,12 @@ SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
 @contextmanager
 def clear_errors():
     """Failures of the ops layer end as one line and a non-zero exit, not a traceback."""
-    from ops import engine, images, registry, render, secrets
+    from ops import cluster, db, engine, images, registry, render, secrets, swarm
 
     try:
         yield
-    except (engine.EngineError, images.ImageError, registry.RegistryError, render.RenderError,
-            secrets.SecretsError) as exc:
+    except (cluster.ClusterError, db.DbError, engine.EngineError, images.ImageError, registry.RegistryError,
+            render.RenderError, secrets.SecretsError, swarm.SwarmError) as exc:
         raise Exit(f"error: {exc}", code=1) from None
 
 

@@ -1,19 +1,8 @@
 """Clusters: a local multi-node swarm in containers, SSH hosts, Docker Machine nodes."""
-from contextlib import contextmanager
 
-from invoke import Collection, Exit, task
+from invoke import Collection, task
 
 from ._common import clear_errors, env_of
-
-
-@contextmanager
-def _cluster_errors():
-    from ops import cluster, images
-
-    try:
-        yield
-    except (cluster.ClusterError, images.ImageError) as exc:
-        raise Exit(f"error: {exc}", code=1) from None
 
 
 def _cluster_images(c, env, image):
@@ -65,7 +54,7 @@ def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=Non
     from ops import cluster
 
     managers, workers = int(managers), int(workers)
-    with _cluster_errors():
+    with clear_errors():
         cluster.check_name(name)
         if ssh:
             if c.config.run.dry:
@@ -111,7 +100,7 @@ def cluster_ls(c):
     """List the local clusters' nodes (containers) and the docker contexts of every cluster made here."""
     from ops import cluster
 
-    with _cluster_errors():
+    with clear_errors():
         nodes, contexts = cluster.ls_local(), cluster.ls_contexts()
     if not nodes and not contexts:
         print("no clusters (create one: ./iot cluster.create --driver local)")
@@ -127,7 +116,7 @@ def cluster_rm(c, name="iot"):
     Docker Machine nodes are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
     from ops import cluster
 
-    with _cluster_errors():
+    with clear_errors():
         cluster.check_name(name)
         if c.config.run.dry:
             print(f"would remove: {cluster.ls_local(name)} {cluster.cluster_contexts(name)}")

@@ -1,5 +1,4 @@
 """InfluxDB backup and restore (ops/db.py)."""
-from contextlib import contextmanager
 
 from invoke import Collection, Exit, task
 
@@ -9,21 +8,10 @@ DB_TARGET_HELP = ("compose (the env's `./iot up` stack, default) or swarm (its d
                   "task must run on the engine the docker CLI talks to)")
 
 
-@contextmanager
-def _db_errors():
-    from ops import db
-
-    with clear_errors():
-        try:
-            yield
-        except db.DbError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
-
-
 def _db_target(c, env, sets, target):
     from ops import db, render
 
-    with _db_errors():
+    with clear_errors():
         return db.target_for(env_of(c, env), render.parse_overrides(sets or []), target)
 
 
@@ -37,7 +25,7 @@ def db_backup(c, env=None, set=None, out=None, target="compose"):  # noqa: A002 
 
     where = _db_target(c, env, set, target)
     path = Path(out) if out else db.default_out(where.env)
-    with _db_errors():
+    with clear_errors():
         manifest = db.backup(where, path, db.Runner(dry=c.config.run.dry))
     if c.config.run.dry:
         print(f"would write {path}")
@@ -62,7 +50,7 @@ def db_restore(c, file=None, env=None, set=None, target="compose", force=False):
     if not file:  # an option rather than a positional, so that `db.restore --help` shows the help
         raise Exit("db.restore needs --file FILE (a file written by db.backup)", code=2)
     where = _db_target(c, env, set, target)
-    with _db_errors():
+    with clear_errors():
         result = db.restore(where, Path(file), db.Runner(dry=c.config.run.dry), force=force)
     if c.config.run.dry:
         return

@@ -1,6 +1,5 @@
 """Swarm: deploy with a convergence check, rollback, status, scale, swarm.init."""
 import os
-from contextlib import contextmanager
 
 from invoke import Collection, Exit, task
 
@@ -15,21 +14,10 @@ def _swarm_target(c, machine):
     environment (so that every docker command of the task, render's included, talks to that node)."""
     from ops import swarm
 
-    with _swarm_errors():
+    with clear_errors():
         extra = swarm.machine_env(machine) if machine else {}
     os.environ.update(extra)
     return swarm.Docker(env=extra, dry=c.config.run.dry)
-
-
-@contextmanager
-def _swarm_errors():
-    from ops import swarm
-
-    with clear_errors():
-        try:
-            yield
-        except swarm.SwarmError as exc:
-            raise Exit(f"error: {exc}", code=1) from None
 
 
 def _stack_name(c, env, sets):
@@ -37,6 +25,18 @@ def _stack_name(c, env, sets):
 
     values = render.load_values(env_of(c, env), render.parse_overrides(sets or []))
     return f"{values['project']}-{env_of(c, env)}", values["label_prefix"]
+
+
+def _stack_on_manager(c, env, machine):
+    """The runner for the target (checked to be a swarm manager) and the env's stack name and label prefix."""
+    from ops import swarm
+
+    docker = _swarm_target(c, machine)
+    with clear_errors():
+        if not docker.dry:
+            swarm.require_manager(docker)
+        name, prefix = _stack_name(c, env, [])
+    return docker, name, prefix
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "machine": MACHINE_HELP,
@@ -56,7 +56,7 @@ def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=Tru
     docker = _swarm_target(c, machine)
     local = swarm.is_local_target(os.environ)
     sets = list(set or [])
-    with _swarm_errors():
+    with clear_errors():
         nodes = swarm.ready_nodes(docker)
         if nodes:  # host-mode ports on too few nodes: start-first could never place the new task
             extra, notes = swarm.update_order_overrides(
@@ -66,7 +66,7 @@ def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=Tru
             sets += [f"{k}={v}" for k, v in extra.items() if not any(x.startswith(k + "=") for x in sets)]
     prepared = prepare_stack(c, env, sets, need_engine=local)
     result = prepared.result
-    with _swarm_errors():
+    with clear_errors():
         values = render.load_values(result.env, render.parse_overrides(sets))
         placements = values["influxdb"]["deploy"]["placement"] + values["api"]["deploy"]["placement"]
         if result.grafana:
@@ -95,11 +95,8 @@ def rollback(c, env=None, machine=None, service=None):
     """Roll services of the env's stack back to their previous spec (`docker service rollback`)."""
     from ops import swarm
 
-    docker = _swarm_target(c, machine)
-    with _swarm_errors():
-        if not docker.dry:
-            swarm.require_manager(docker)
-        name, _ = _stack_name(c, env, [])
+    docker, name, _ = _stack_on_manager(c, env, machine)
+    with clear_errors():
         rolled = swarm.rollback(docker, name, service or [])
     print(f"rolled back: {', '.join(rolled) or 'nothing (no service has a previous spec)'}")
 
@@ -110,13 +107,11 @@ def undeploy(c, env=None, machine=None, volumes=False):
     """Remove the env's stack (`docker stack rm`) and wait until its containers and networks are gone."""
     from ops import swarm
 
-    docker = _swarm_target(c, machine)
-    with _swarm_errors():
-        if not docker.dry:
-            swarm.require_manager(docker)
-        name, _ = _stack_name(c, env, [])
+    docker, name, _ = _stack_on_manager(c, env, machine)
+    with clear_errors():
         deleted = swarm.undeploy(docker, name, volumes=volumes)
-    print(f"removed stack {name}" + (f"; deleted volumes: {', '.join(deleted)}" if deleted else ""))
+    if not docker.dry:
+        print(f"removed stack {name}" + (f"; deleted volumes: {', '.join(deleted)}" if deleted else ""))
 
 
 @task(help={"env": ENV_HELP, "machine": MACHINE_HELP})
@@ -124,11 +119,8 @@ def status(c, env=None, machine=None):
     """Show the env's stack on the swarm: services, running/desired replicas (healthy), versions, update state."""
     from ops import swarm
 
-    docker = _swarm_target(c, machine)
-    with _swarm_errors():
-        if not docker.dry:
-            swarm.require_manager(docker)
-        name, prefix = _stack_name(c, env, [])
+    docker, name, prefix = _stack_on_manager(c, env, machine)
+    with clear_errors():
         found = swarm.states(docker, name, prefix)
     if not found:
         raise Exit(f"error: no stack {name} on this swarm (deploy it with ./iot deploy --env {env_of(c, env)})", code=1)
@@ -154,11 +146,8 @@ def scale(c, env=None, machine=None, service=None):
         if not sep or not n.isdigit():
             raise Exit(f"error: --service {item!r}: expected NAME=N, e.g. api=3", code=2)
         counts[name] = int(n)
-    docker = _swarm_target(c, machine)
-    with _swarm_errors():
-        if not docker.dry:
-            swarm.require_manager(docker)
-        name, _ = _stack_name(c, env, [])
+    docker, name, _ = _stack_on_manager(c, env, machine)
+    with clear_errors():
         swarm.scale(docker, name, counts)
 
 
@@ -170,7 +159,7 @@ def swarm_init(c, advertise_addr="127.0.0.1", machine=None):
     from ops import swarm
 
     docker = _swarm_target(c, machine)
-    with _swarm_errors():
+    with clear_errors():
         swarm.init_swarm(docker, advertise_addr)
 
 
