@@ -315,4 +315,4 @@ def create_app() -> Api:
     """uvicorn factory (one Api per worker process)."""
     from . import config
 
-    return Api(config.load())
+    return Api(config.of_process())

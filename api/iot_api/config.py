@@ -4,6 +4,7 @@ A bad value stops the api at start with one line naming the variable: `ConfigErr
 """
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import dataclass
@@ -217,3 +218,10 @@ def load(env: dict | None = None) -> Settings:
         read_limit_max=_int(env, "API_READ_LIMIT_MAX", 10_000, 1, 1_000_000),
         top_cache_s=top_cache_ns / 1e9,
     )
+
+
+@functools.cache
+def of_process() -> Settings:
+    """This process's settings, read once: a worker's app and its HTTP protocol share them. Checked by
+    __main__ before uvicorn starts, so a worker never meets a bad value here."""
+    return load()

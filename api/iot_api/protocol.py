@@ -20,14 +20,12 @@ test_api_slow_client.py and test_api_http_framing.py exercise them; re-run both 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from . import metrics
-from .config import Settings
+from . import config, metrics
 
 log = logging.getLogger("iot_api")
 
@@ -36,15 +34,8 @@ _REQUEST_TIMEOUT_408 = (
     b"content-length: %d\r\n\r\n%s")
 
 
-@functools.cache
-def _server_settings() -> Settings:
-    from . import config
-
-    return config.load()  # checked by __main__ before uvicorn starts; once per worker process
-
-
 async def _overloaded(scope, receive, send):
-    settings = _server_settings()
+    settings = config.of_process()
     payload = orjson.dumps({"error": f"the api is at its connection limit ({settings.max_connections}, "
                                      "API_MAX_CONNECTIONS); retry later", "retry_after": settings.retry_after_s})
     await send({"type": "http.response.start", "status": 503,
@@ -60,7 +51,7 @@ class ApiProtocol(HttpToolsProtocol):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        settings = _server_settings()
+        settings = config.of_process()
         self._max_connections = settings.max_connections
         self._header_timeout = settings.header_timeout_s
         self.limit_concurrency = None  # ours below, with a useful 503

@@ -77,8 +77,8 @@ class ReadQueries:
         self.src = f"{quote_ident(influx.rp)}.{quote_ident(measurement)}"
         self.read_limit_max = read_limit_max
         self.top_cache_s = top_cache_s
-        # (type, n) -> (monotonic time, answer or the future of the query in flight)
-        self._top_cache: dict[tuple, tuple[float, asyncio.Future]] = {}
+        # (type, n) -> (monotonic time it started, the query's task: in flight, or done with the answer)
+        self._top_cache: dict[tuple, tuple[float, asyncio.Task]] = {}
 
     # -- argument specs --------------------------------------------------------------------------
     def data_spec(self) -> dict:
