@@ -10,6 +10,8 @@ import logging
 import aiohttp
 import orjson
 
+from .write_client import WriteClient
+
 log = logging.getLogger("iot_api.influx")
 
 
@@ -69,17 +71,21 @@ class Influx:
         self._admin_auth = aiohttp.BasicAuth(*admin) if admin else None
         self._reader = reader
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._write_url = f"{url}/write"
-        self._write_params = {"db": db, "rp": rp, "precision": "ns"}
+        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
+        self._writes: WriteClient | None = None  # the hot path: /write without aiohttp (write_client.py)
 
     async def open(self) -> None:
         # Keep-alive connections to InfluxDB, more than the writes in flight plus concurrent reads.
         connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                               auth=self._auth, json_serialize=lambda o: orjson.dumps(o).decode())
+        self._writes = WriteClient(self.url, {"db": self.db, "rp": self.rp, "precision": "ns"}, self._writer,
+                                   self._timeout_s, max_connections=64)
 
     async def close(self) -> None:
+        if self._writes:
+            await self._writes.close()
         if self._session:
             await self._session.close()
 
@@ -96,24 +102,23 @@ class Influx:
         caller splits per reading); raises Unavailable for everything that a retry may fix:
         StorageFailed when InfluxDB itself failed (5xx, or a 400 caused by its disk), with its message."""
         try:
-            async with self._session.post(self._write_url, params=self._write_params, data=body,
-                                          headers={"Content-Type": "text/plain; charset=utf-8"}) as resp:
-                if resp.status == 204:
-                    return 204, ""
-                text = await resp.text()
-        except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-            raise Unavailable(f"InfluxDB write failed: {exc.__class__.__name__}: {exc}") from None
-        error = _error_text(text)
-        if resp.status == 400:
+            status, answer = await self._writes.post(body)
+        except (TimeoutError, OSError) as exc:  # WriteFailed is a ConnectionError, an OSError
+            reason = str(exc) or "no answer within the timeout"
+            raise Unavailable(f"InfluxDB write failed: {exc.__class__.__name__}: {reason}") from None
+        if status == 204:
+            return 204, ""
+        error = _error_text(answer.decode(errors="replace"))
+        if status == 400:
             if not server_side(error):
                 return 400, error
             raise StorageFailed(f"InfluxDB could not store the readings (answered 400, a failure on its "
                                 f"side): {error}")
-        if resp.status == 404 and "database not found" in error:
+        if status == 404 and "database not found" in error:
             raise DatabaseMissing(f"InfluxDB: {error}")
-        if resp.status >= 500:
-            raise StorageFailed(f"InfluxDB write answered {resp.status}: {error}")
-        raise Unavailable(f"InfluxDB write answered {resp.status}: {error}")
+        if status >= 500:
+            raise StorageFailed(f"InfluxDB write answered {status}: {error}")
+        raise Unavailable(f"InfluxDB write answered {status}: {error}")
 
     async def query(self, q: str, params: dict | None = None, db: bool = True,
                     auth: aiohttp.BasicAuth | None = None) -> list[dict]:
