@@ -21,7 +21,7 @@ from iot_api.readings import (
     check_type,
     parse_body,
 )
-from iot_api.timefmt import _parse_full, format_rfc3339, parse_duration, parse_rfc3339
+from iot_api.timefmt import _parse_full, format_rfc3339, ns_text, parse_duration, parse_rfc3339
 
 S = 1_000_000_000
 H = 3600 * S
@@ -137,6 +137,29 @@ def test_cached_minute_branch_agrees_with_the_full_parse(tail):
             parse_rfc3339(text)
     else:
         assert parse_rfc3339(text) == expected
+
+
+@FAST
+@given(st.text(alphabet="0123456789.:Zz+-T \n\u0663\u00b2", max_size=14),
+       st.integers(1, 2 * 10**9), st.integers(1, 2 * 10**9))
+@example("16.Z", 1, 2 * 10**9)
+@example("16.123456789Z", 1, 2 * 10**9)
+@example("16.1234567890Z", 1, 2 * 10**9)
+@example("16Z", 1498384396, 1498384396)  # the only second allowed
+@example("16Z", 1498384397, 2 * 10**9)  # one second too early
+@example("16Z", 1, 1498384395)  # one second too late
+def test_ns_text_is_the_full_parse_or_nothing(tail, lo_s, hi_s):
+    """The fast path's timestamp as text: either exactly the full parse's nanoseconds, inside the
+    seconds asked for, or None (the caller then parses in full); never a different value."""
+    prefix = "2017-06-25T09:53:"
+    parse_rfc3339(prefix + "00Z")  # the minute is now cached
+    text = prefix + tail
+    got = ns_text(text, lo_s, hi_s)
+    if got is None:
+        return
+    ns = _parse_full(text)
+    assert got == str(ns)
+    assert lo_s * S <= ns < (hi_s + 1) * S
 
 
 @pytest.mark.parametrize("year, leap", [(1600, True), (1900, False), (2000, True), (2016, True),
@@ -357,6 +380,20 @@ def test_retention_is_named():
     assert [(p["field"], "retention" in p["message"]) for p in info.value.problems] == [("ts", True)]
     lines, _ = parse_body(body({**GOOD, "ts": format_rfc3339(time.time_ns() - H // 2)}), limits)
     assert len(lines) == 1
+
+
+@pytest.mark.parametrize("attempt", ["minute not cached yet", "minute cached"])
+def test_the_oldest_accepted_nanosecond_is_exact(attempt):
+    """At API_MIN_TS the fast path (whole seconds inside the limits) hands over to an exact check:
+    the limit itself is accepted, one nanosecond before it refused, whether the minute is cached or not."""
+    limit = parse_rfc3339("2011-03-04T05:06:07.5Z")
+    limits = Limits(5000, limit, H, None, "data")
+    lines, _ = parse_body(body({**GOOD, "ts": "2011-03-04T05:06:07.500000000Z"}), limits)
+    assert lines[0].endswith(f" {limit}\n")
+    with pytest.raises(InvalidBody):
+        parse_body(body({**GOOD, "ts": "2011-03-04T05:06:07.499999999Z"}), limits)
+    lines, _ = parse_body(body([{**GOOD, "ts": "2011-03-04T05:06:08.25Z"}]), limits)  # the next second
+    assert lines[0].endswith(f" {limit + 750_000_000}\n")
 
 
 def test_batch_limit():
