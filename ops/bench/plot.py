@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from . import floor
 from .common import NOGC, WRITE_CONNECTIONS, BenchError
 from .report import find
 
@@ -41,6 +42,11 @@ def render(summary: dict, path: Path) -> Path:
         if row:
             top.plot([row["connections"]], [row["readings_per_s"]], marker, color=color, markersize=9, label=label)
             bottom.plot([row["connections"]], [row["p99_ms"]], marker, color=color, markersize=9)
+    bare = find(results, floor.NAME, WRITE_CONNECTIONS)
+    if bare:  # stores nothing: its answers/s, the ceiling of any api on this machine
+        top.plot([bare["connections"]], [bare["requests_per_s"]], "D", color="tab:grey", markersize=8,
+                 label="uvicorn storing nothing (answers/s)")
+        bottom.plot([bare["connections"]], [bare["p99_ms"]], "D", color="tab:grey", markersize=8)
     top.axhline(10_000, color="grey", linestyle="--", linewidth=1, label="target ≥ 10,000/s at 64")
     bottom.axhline(25, color="grey", linestyle="--", linewidth=1, label="target p99 ≤ 25 ms at 64")
     top.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))

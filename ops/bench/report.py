@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 
+from . import floor
 from .common import NOGC, WRITE_CONNECTIONS
 
 FLAT_MIB_PER_MIN = 1.0  # memory is "flat" when the fitted RSS slope is at most this (10 MiB over 10 minutes)
@@ -37,6 +38,10 @@ def ratios(results: list[dict]) -> dict:
     if gc and nogc and nogc["readings_per_s"]:
         out[f"group_commit_vs_one_write_per_request_at_{WRITE_CONNECTIONS}"] = round(
             gc["readings_per_s"] / nogc["readings_per_s"], 2)
+    bare = find(results, floor.NAME, WRITE_CONNECTIONS)
+    if bare and nogc and nogc["readings_per_s"]:  # the most group commit could give on this machine
+        out[f"http_floor_vs_one_write_per_request_at_{WRITE_CONNECTIONS}"] = round(
+            bare["requests_per_s"] / nogc["readings_per_s"], 2)
     for r in results:
         if r["name"].startswith("api batch "):
             raw = find(results, "influxdb /write batch " + r["name"].rsplit(" ", 1)[1])
@@ -61,11 +66,13 @@ def targets(results: list[dict], soak: dict | None = None, cpus: int | None = No
     c = WRITE_CONNECTIONS
     single, rates = find(results, "api single", c), ratios(results)
     cores = "" if cpus in (None, 2) else f"measured on {cpus} cores, the target is for 2"
+    ceiling = rates.get(f"http_floor_vs_one_write_per_request_at_{c}")
     out = [
         _target(f"group_commit_vs_one_write_per_request_at_{c}",
                 f"single-reading ingest ≥ 5× one write per request, {c} connections",
                 rates.get(f"group_commit_vs_one_write_per_request_at_{c}"), ">=", 5.0, "x",
-                f"needs the single scenario at {c} connections and nogc"),
+                f"needs the single scenario at {c} connections and nogc",
+                f"uvicorn storing nothing answers {ceiling:.2f}x the baseline here (floor)" if ceiling else ""),
         _target(f"single_readings_per_s_at_{c}", f"single-reading ingest ≥ 10,000 readings/s, {c} connections",
                 single and single["readings_per_s"], ">=", 10_000, "readings/s",
                 f"needs the single scenario at {c} connections", cores),
@@ -138,6 +145,8 @@ def soak_table(summary: dict) -> str:
             f"  load            {s['requests_per_s']:,.0f} req/s, {s['readings_per_s']:,.0f} readings/s, p50/p95/p99 "
             f"{s['p50_ms']:.2f}/{s['p95_ms']:.2f}/{s['p99_ms']:.2f} ms, {s['errors']} errors "
             f"({s.get('non2xx', 0)} non-2xx answers such as 503, {s.get('socket_errors', 0)} socket errors or timeouts)",
+            "  api answers     " + (", ".join(f"{code}: {n:,}" for code, n in s.get("api_answers", {}).items())
+                                    or "-") + " (POST /data by status, the api's own count)",
             f"  api RSS         first {window}: {s['rss_first_window_mib']:.1f} MiB, last {window}: "
             f"{s['rss_last_window_mib']:.1f} MiB, max {s['rss_max_mib']:.1f} MiB",
             f"  slope           {_value(s['rss_slope_mib_per_min'], 'MiB/min', '+')} (least squares after the first "

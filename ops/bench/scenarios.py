@@ -4,6 +4,7 @@ single  single-reading POST /data at each of the given connection counts (group 
 batch   batches of N readings to the api, then the same readings as line protocol to InfluxDB's own
         /write (the limit), same connections
 nogc    single readings with group commit off: one InfluxDB write per request (the baseline)
+floor   single readings to uvicorn alone, storing nothing (floor.py): the fastest any api could answer
 reads   GET /data (one sensor, limit 100) and GET /top, each while a second wrk drives single-reading
         writes at 64 connections against the same api, on a database filled with known readings
 """
@@ -15,10 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import procs, wrk
+from . import floor, procs, wrk
 from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, start_api
 
-SCENARIOS = ("single", "batch", "nogc", "reads")
+SCENARIOS = ("single", "batch", "nogc", "floor", "reads")
 READ_CONNECTIONS = 8  # dashboards and scripts, not a fleet of devices
 FILL_SENSORS, FILL_PER_SENSOR, FILL_STEP_S = 50, 200, 15  # 10,000 readings over the past 50 minutes
 DATA_PATHS = [f"/data?sensor_id=reads-{i}&limit=100" for i in range(FILL_SENSORS)]
@@ -39,7 +40,7 @@ class Result:
     api_cpu_s: float | None  # CPU time of the api's processes during the measured seconds
     influxd_cpu_s: float | None = None
     stored_checked: bool | None = None  # every acknowledged single reading was found in InfluxDB
-    kind: str = "write"  # or "read"
+    kind: str = "write"  # "read", or "floor" (uvicorn storing nothing: floor.py)
     returned_data: bool | None = None  # reads: a sample answer had the expected readings
 
 
@@ -78,7 +79,7 @@ class Runner:
         self.steps, self.step = 0, 0
 
     def run(self, scenarios: tuple[str, ...]) -> list[Result]:
-        counts = {"single": len(self.connections), "batch": 2 * len(self.batch_sizes), "nogc": 1, "reads": 2}
+        counts = {"single": len(self.connections), "batch": 2 * len(self.batch_sizes), "nogc": 1, "floor": 1, "reads": 2}
         self.steps = sum(counts[s] for s in scenarios)
         if "single" in scenarios:
             with _api(self.influx, "bench_gc", self.workers) as api:
@@ -96,6 +97,13 @@ class Runner:
         if "nogc" in scenarios:
             with _api(self.influx, "bench_nogc", self.workers, API_GROUP_COMMIT="false") as api:
                 self._single(api, NOGC, WRITE_CONNECTIONS)
+        if "floor" in scenarios:
+            with floor.server(self.workers) as server:
+                script = wrk.post_script(self.single, "application/json")
+                [res], delta = self._measure(f"{floor.NAME}, {WRITE_CONNECTIONS} connections",
+                                             [(server.url + "/data", script, WRITE_CONNECTIONS)], server, None)
+                self.results.append(_row(floor.NAME, WRITE_CONNECTIONS, 1, res, kind="floor",
+                                         api_cpu_s=delta["api_cpu_s"]))
         return self.results
 
     # -- one measurement: a warm-up, then the loads at once, with CPU and stored counts around them --------

@@ -44,6 +44,21 @@ def _counted(api: ApiServer) -> int | None:
     return None
 
 
+def _answers(api: ApiServer) -> dict[str, int]:
+    """The api's own count of its POST /data answers by status (iot_api_requests_total): what wrk
+    counts as non-2xx, explained (503: InfluxDB failed or the api's queue is full; 408: a deadline)."""
+    try:
+        status, _, body = http("GET", api.url + "/metrics", timeout=5.0)
+    except OSError:
+        return {}
+    answers: dict[str, int] = {}
+    for line in body.decode(errors="replace").splitlines() if status == 200 else ():
+        if line.startswith("iot_api_requests_total{") and 'method="POST"' in line and 'route="/data"' in line:
+            code = line.split('status="', 1)[1].split('"', 1)[0]
+            answers[code] = answers.get(code, 0) + int(float(line.rsplit(" ", 1)[1]))
+    return dict(sorted(answers.items()))
+
+
 def _settled_count(api: ApiServer) -> int | None:
     """The api's count once the requests still in flight when wrk stopped have been answered."""
     last, deadline = _counted(api), time.monotonic() + 5
@@ -85,6 +100,7 @@ def _soak(influx: InfluxServer, api: ApiServer, seconds: float, work: Path, prog
     if len(samples) < 2:
         raise BenchError(f"soak: only {len(samples)} memory sample(s): wrk ended early")
     counted = _settled_count(api)
+    answers = _answers(api)
     stored = influx.count(DB)
     acknowledged = res["requests"] - res["non2xx"]
     elapsed = res["duration_us"] / 1e6
@@ -92,7 +108,7 @@ def _soak(influx: InfluxServer, api: ApiServer, seconds: float, work: Path, prog
            "requests_per_s": round(res["requests"] / elapsed, 1), "readings_per_s": round(acknowledged / elapsed, 1),
            "p50_ms": res["p50_us"] / 1000, "p95_ms": res["p95_us"] / 1000, "p99_ms": res["p99_us"] / 1000,
            "errors": res["socket_errors"] + res["non2xx"], "socket_errors": res["socket_errors"],
-           "non2xx": res["non2xx"], **memory(samples, seconds),
+           "non2xx": res["non2xx"], "api_answers": answers, **memory(samples, seconds),
            "acknowledged": acknowledged, "api_counted": counted, "stored": stored,
            # >= acknowledged: wrk does not count the requests it stops waiting for, which may still be stored
            "stored_checked": stored >= acknowledged and stored == counted, "samples": samples}

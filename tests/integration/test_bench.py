@@ -43,12 +43,15 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
     names = [r["name"] for r in summary["results"]]
     assert names == ["api single", "api batch 100", "influxdb /write batch 100", "api batch 1000",
                      "influxdb /write batch 1000", "reads GET /data, under writes", "writes during GET /data",
-                     "reads GET /top, under writes", "writes during GET /top", "api single, one write per request"]
+                     "reads GET /top, under writes", "writes during GET /top", "api single, one write per request",
+                     "http floor: uvicorn storing nothing"]
     for r in summary["results"]:
         assert r["errors"] == 0, r
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], r
         if r["kind"] == "write":
             assert r["readings_per_s"] > 0, r
+        elif r["kind"] == "floor":  # stores nothing: no readings, and nothing to check in InfluxDB
+            assert r["readings_per_s"] is None and r["api_cpu_s"] > 0, r
         else:
             assert r["returned_data"] is True and r["readings_per_s"] is None, r
         if r["kind"] == "write" and r["readings_per_request"] == 1:
@@ -57,9 +60,11 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
             assert r["api_cpu_s"] is not None or r["name"].startswith("writes during"), r
     assert set(summary["ratios"]) >= {"group_commit_vs_one_write_per_request_at_64", "api_batch_100_vs_influxdb",
                                       "api_batch_1000_vs_influxdb", "writes_during_data_reads_vs_writes_alone_at_64",
-                                      "writes_during_top_reads_vs_writes_alone_at_64"}
+                                      "writes_during_top_reads_vs_writes_alone_at_64",
+                                      "http_floor_vs_one_write_per_request_at_64"}
     targets = {t["target"]: t for t in summary["targets"]}
     assert set(targets) == TARGETS
+    assert "uvicorn storing nothing answers" in targets["group_commit_vs_one_write_per_request_at_64"]["note"]
     for key, t in targets.items():
         if key == "api_memory_flat_over_soak":  # not part of this run
             assert t["measured"] is None and t["met"] is None and "--soak" in t["note"]
@@ -86,6 +91,8 @@ def test_soak_samples_memory_and_checks_stored(tmp_path):
     assert all(rss > 10 for _, rss, _ in soak["samples"]), soak["samples"]  # MiB: a python process or more
     assert soak["readings_per_s"] > 0 and soak["errors"] == 0
     assert soak["stored_checked"] is True and soak["stored"] >= soak["acknowledged"] > 0
+    assert soak["api_answers"] == {"201": soak["api_counted"]}  # one reading per request, all stored
+    assert f"201: {soak['api_counted']:,}" in run.stdout
     assert soak["rss_slope_mib_per_min"] is not None and soak["flat"] in (True, False)
     [memory] = [t for t in json.loads(out.read_text())["targets"] if t["target"] == "api_memory_flat_over_soak"]
     assert memory["measured"] == soak["rss_slope_mib_per_min"] and memory["met"] == soak["flat"]
@@ -104,7 +111,15 @@ def test_targets_missed_are_reported_as_missed():
         "group_commit_vs_one_write_per_request_at_64": False, "single_readings_per_s_at_64": False,
         "single_p99_ms_at_64": False, "batch_1000_vs_influxdb": False, "api_memory_flat_over_soak": False}
     assert targets["group_commit_vs_one_write_per_request_at_64"]["measured"] == 2.0
+    assert targets["group_commit_vs_one_write_per_request_at_64"]["note"] == ""  # no floor measured
     assert "MISSED" in bench.report.targets_table(list(targets.values()))
+
+    # With the HTTP floor measured, the 5x target says how far any api could go on this machine.
+    floor = {**_row("http floor: uvicorn storing nothing", 64, None), "requests_per_s": 12_000}
+    summary = bench.summarize(missing + [floor], {})
+    assert summary["ratios"]["http_floor_vs_one_write_per_request_at_64"] == 3.0
+    [five] = [t for t in summary["targets"] if t["target"] == "group_commit_vs_one_write_per_request_at_64"]
+    assert five["note"] == "uvicorn storing nothing answers 3.00x the baseline here (floor)"
 
     met = [_row("api single", 64, 30_000, p99_ms=9.0), _row("api single, one write per request", 64, 5_000),
            _row("api batch 100", 8, 200_000), _row("influxdb /write batch 100", 8, 300_000)]

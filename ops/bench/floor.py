@@ -1,0 +1,70 @@
+"""The HTTP floor: uvicorn alone, with the api's server settings (uvloop, httptools, the same workers),
+serving an application that reads the body and answers 201 without storing anything.
+
+No api on this server can answer faster on the machine, so the floor over the one-write-per-request
+baseline bounds the group-commit ratio that any api could reach here (docs/benchmarks.md).
+"""
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+
+from .common import ROOT, BenchError
+
+NAME = "http floor: uvicorn storing nothing"
+_ANSWER = b'{"stored":1}'
+_HEADERS = [(b"content-type", b"application/json"), (b"content-length", str(len(_ANSWER)).encode())]
+
+
+async def app(scope, receive, send):
+    """ASGI: read the whole body, answer 201 as the api does, store nothing."""
+    if scope["type"] != "http":
+        return
+    more = True
+    while more:
+        message = await receive()
+        more = message.get("more_body", False)
+    await send({"type": "http.response.start", "status": 201, "headers": _HEADERS})
+    await send({"type": "http.response.body", "body": _ANSWER})
+
+
+class Server:
+    def __init__(self, proc: subprocess.Popen, url: str):
+        self.proc, self.url = proc, url
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def server(workers: int):
+    """uvicorn serving `app` on a free loopback port for the duration of a `with` block."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "uvicorn", "ops.bench.floor:app", "--host", "127.0.0.1", "--port", str(port),
+           "--loop", "uvloop", "--http", "httptools", "--workers", str(workers), "--no-access-log",
+           "--no-server-header", "--log-level", "warning"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise BenchError(f"the floor server did not start: {proc.stderr.read().decode()[-300:]}") from None
+                time.sleep(0.1)
+        yield Server(proc, f"http://127.0.0.1:{port}")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
