@@ -65,17 +65,26 @@ def _client(server, scheme="http", **kwargs):
                        kwargs.pop("auth", None), **kwargs)
 
 
-def test_a_request_is_what_influxdb_expects_and_connections_are_kept():
+def _post_all(answer, bodies, pause_s: float = 0.0, **client_kwargs):
+    """Post `bodies` one after the other to a Server answering with `answer`: (server, answers)."""
     async def run():
-        server = await Server(_answer_204).start()
-        client = _client(server, auth=("writer", "s3cret:x"))
-        for i in range(20):
-            assert await client.post(b"data,sensor_id=a,type=temp value=%d 1\n" % i) == (204, b"")
+        server = await Server(answer).start()
+        client = _client(server, **client_kwargs)
+        answers = []
+        for body in bodies:
+            await asyncio.sleep(pause_s)
+            answers.append(await client.post(body))
         await client.close()
         await server.stop()
-        return server
+        return server, answers
 
-    server = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_request_is_what_influxdb_expects_and_connections_are_kept():
+    bodies = [b"data,sensor_id=a,type=temp value=%d 1\n" % i for i in range(20)]
+    server, answers = _post_all(_answer_204, bodies, auth=("writer", "s3cret:x"))
+    assert answers == [(204, b"")] * 20
     assert server.connections == 1  # kept alive, not one connection per write
     head, body = server.requests[7]
     lines = head.decode().split("\r\n")
@@ -104,18 +113,7 @@ def test_an_idle_connection_closed_by_influxdb_is_replaced_once():
         await writer.drain()
         return False  # as InfluxDB restarting, or its idle timeout: closed without a word
 
-    async def run():
-        server = await Server(close_after_answering).start()
-        client = _client(server)
-        results = []
-        for _ in range(3):
-            await asyncio.sleep(0.05)  # the close has arrived
-            results.append(await client.post(b"x"))
-        await client.close()
-        await server.stop()
-        return server, results
-
-    server, results = asyncio.run(run())
+    server, results = _post_all(close_after_answering, [b"x"] * 3, pause_s=0.05)  # each close arrived
     assert results == [(204, b"")] * 3
     assert server.connections == 3 and len(server.requests) == 3
 
@@ -128,15 +126,7 @@ def test_a_stale_connection_is_retried_once_even_when_its_close_is_not_seen_yet(
             return False  # on the kept-alive connection: closed unanswered
         return await _answer_204(server, reader, writer, n)
 
-    async def run():
-        server = await Server(drop_the_second_request).start()
-        client = _client(server)
-        answers = [await client.post(b"a"), await client.post(b"b")]
-        await client.close()
-        await server.stop()
-        return server, answers
-
-    server, answers = asyncio.run(run())
+    server, answers = _post_all(drop_the_second_request, [b"a", b"b"])
     assert answers == [(204, b"")] * 2
     assert [body for _, body in server.requests] == [b"a", b"b", b"b"]
     assert server.connections == 2
@@ -157,7 +147,7 @@ def test_a_fresh_connection_closed_without_an_answer_fails_and_is_not_retried():
     assert asyncio.run(run()).connections == 1
 
 
-def test_an_error_answer_is_read_whole_chunked_or_not():
+def test_a_chunked_error_answer_is_read_whole_and_the_connection_kept():
     error = b'{"error":"partial write: field type conflict: input field \\"value\\" is type integer"}'
 
     async def chunked_400(server, reader, writer, n):
@@ -166,15 +156,7 @@ def test_an_error_answer_is_read_whole_chunked_or_not():
         await writer.drain()
         return True
 
-    async def run():
-        server = await Server(chunked_400).start()
-        client = _client(server)
-        answers = [await client.post(b"x"), await client.post(b"y")]
-        await client.close()
-        await server.stop()
-        return server, answers
-
-    server, answers = asyncio.run(run())
+    server, answers = _post_all(chunked_400, [b"x", b"y"])
     assert answers == [(400, error)] * 2
     assert server.connections == 1
 
