@@ -65,6 +65,8 @@ class GroupCommitWriter:
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
         self._failed_writes = self._failed_readings = 0  # since the last successful write
         self._failure_logged: dict[str, list] = {}  # kind -> [logged at, writes held back, readings]
+        self._overload_logged_at = float("-inf")
+        self._turned_away = 0  # requests answered 503 for a full queue since the last log line
 
     @property
     def pending_points(self) -> int:
@@ -75,6 +77,7 @@ class GroupCommitWriter:
         if not self.enabled:  # baseline mode for the benchmark: one write per request
             return await self._write_one(lines)
         if self._queued_points + len(lines) > self.max_pending:
+            self._overloaded(len(lines))
             raise Overloaded(f"{self._queued_points} readings already waiting for InfluxDB")
         fut = asyncio.get_running_loop().create_future()
         self._queue.append(_Entry(lines, fut))
@@ -206,6 +209,18 @@ class GroupCommitWriter:
                     extra={"error": str(exc), "kind": kind, "readings": readings, **held})
         if isinstance(exc, DatabaseMissing):
             self.on_database_missing()
+
+    def _overloaded(self, readings: int) -> None:
+        """A full queue (InfluxDB slower than the load) answers 503: counted, and logged at most once
+        every FAILURE_LOG_EVERY_S with how many requests were turned away since the last line."""
+        metrics.READINGS_REJECTED.labels("overloaded").inc(readings)
+        self._turned_away += 1
+        now = time.monotonic()
+        if now - self._overload_logged_at >= FAILURE_LOG_EVERY_S:
+            log.warning("queue full (API_MAX_PENDING_POINTS): answered 503, the readings are not stored "
+                        "(clients resend)", extra={"queued": self._queued_points, "limit": self.max_pending,
+                                                   "requests_turned_away": self._turned_away})
+            self._overload_logged_at, self._turned_away = now, 0
 
     def _recovered(self) -> None:
         log.info("InfluxDB writes succeed again", extra={"failed_writes": self._failed_writes,

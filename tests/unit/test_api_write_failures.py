@@ -144,3 +144,51 @@ def test_a_disk_failure_during_bisection_fails_the_request_instead_of_rejecting_
 
     with pytest.raises(StorageFailed):
         asyncio.run(run())
+
+
+def test_a_full_queue_is_counted_and_logged_once_per_interval(caplog, monkeypatch):
+    """Above API_MAX_PENDING_POINTS the api answers 503: an operator must see it in the log (rate-
+    limited, with how many requests were turned away) and in iot_api_readings_rejected_total."""
+    from iot_api.writer import Overloaded
+    from prometheus_client import REGISTRY
+
+    clock = [1000.0]  # time.monotonic frozen (the loop's clock too): the test yields with sleep(0) only
+    monkeypatch.setattr(writer_module.time, "monotonic", lambda: clock[0])
+
+    def rejected():
+        return REGISTRY.get_sample_value("iot_api_readings_rejected_total", {"reason": "overloaded"}) or 0
+
+    class SlowInflux:  # holds every write until released: what InfluxDB slower than the load does
+        def __init__(self):
+            self.release = asyncio.Event()
+
+        async def write(self, body):
+            await self.release.wait()
+            return 204, ""
+
+    async def run():
+        influx = SlowInflux()
+        w = GroupCommitWriter(influx, max_points=100, max_delay_s=0, in_flight=1, max_pending=3)
+        first = asyncio.create_task(w.submit(["a 1\n"]))  # in flight, held
+        for _ in range(5):
+            await asyncio.sleep(0)
+        queued = asyncio.create_task(w.submit(["b 1\n", "c 1\n"]))  # waits in the queue: 2 of 3
+        for _ in range(5):
+            await asyncio.sleep(0)
+        refused = 0
+        for step in range(4):
+            if step == 3:
+                clock[0] += writer_module.FAILURE_LOG_EVERY_S + 0.1
+            with pytest.raises(Overloaded):
+                await w.submit(["d 1\n", "e 1\n"])
+            refused += 1
+        influx.release.set()
+        return refused, [o.stored for o in await asyncio.gather(first, queued)]
+
+    before = rejected()
+    with caplog.at_level(logging.WARNING, logger="iot_api.writer"):
+        refused, stored = asyncio.run(run())
+    assert refused == 4 and stored == [1, 2]  # what was accepted is still stored
+    assert rejected() - before == 8
+    logged = [r.__dict__ for r in caplog.records if r.getMessage().startswith("queue full")]
+    assert [(x["requests_turned_away"], x["queued"], x["limit"]) for x in logged] == [(1, 2, 3), (3, 2, 3)]
