@@ -130,7 +130,14 @@ def _ident(env, name: str, default: str) -> str:
 def load(env: dict | None = None) -> Settings:
     env = os.environ if env is None else env
     url = env.get("INFLUXDB_URL", "").strip() or "http://influxdb:8086"
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
+    except ValueError as exc:  # the URL is not echoed: it might hold a password
+        raise ConfigError(f"INFLUXDB_URL: {exc} (must be an http(s) URL like http://influxdb:8086)") from None
+    if parts.username is not None or parts.password is not None:
+        raise ConfigError("INFLUXDB_URL: credentials do not go in the URL (a URL ends up in logs): set "
+                          "INFLUXDB_USER and INFLUXDB_PASSWORD or INFLUXDB_PASSWORD_FILE")
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"INFLUXDB_URL={url!r}: must be an http(s) URL like http://influxdb:8086")
 

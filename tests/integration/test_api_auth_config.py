@@ -56,6 +56,9 @@ def _run_api(env: dict) -> subprocess.CompletedProcess:
     ({"API_PORT": "http"}, "API_PORT='http': must be an integer"),
     ({"API_PORT": "70000"}, "API_PORT='70000': must be between 1 and 65535"),
     ({"INFLUXDB_URL": "influxdb:8086"}, "INFLUXDB_URL='influxdb:8086': must be an http(s) URL"),
+    ({"INFLUXDB_URL": "http://influxdb:99999"}, "INFLUXDB_URL: Port out of range 0-65535"),
+    ({"INFLUXDB_URL": "http://influxdb:port"}, "INFLUXDB_URL: Port could not be cast to integer"),
+    ({"INFLUXDB_URL": "http://[::1:8086"}, "INFLUXDB_URL: Invalid IPv6 URL"),
     ({"INFLUXDB_DB": "iot; DROP"}, "INFLUXDB_DB='iot; DROP'"),
     ({"API_RETENTION": "30 days"}, "API_RETENTION='30 days': must be a duration"),
     ({"API_RETENTION": "10m"}, "InfluxDB needs at least 1h"),
@@ -72,6 +75,14 @@ def test_bad_settings_exit_2_with_one_clear_line(env, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["http://writer:s3cret-pw@influxdb:8086", "htp://writer:s3cret-pw@influxdb:8086",
+                                 "http://writer:s3cret-pw@influxdb:99999"])
+def test_credentials_in_the_influxdb_url_are_refused_without_echoing_them(url):
+    proc = _run_api({"INFLUXDB_URL": url})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "s3cret-pw" not in proc.stderr and "INFLUXDB_URL" in proc.stderr
 
 
 @pytest.mark.parametrize("content, message", [
