@@ -21,7 +21,7 @@ from iot_api.readings import (
     check_type,
     parse_body,
 )
-from iot_api.timefmt import _parse_full, format_rfc3339, ns_text, parse_duration, parse_rfc3339
+from iot_api.timefmt import _minute_cache, _parse_full, format_rfc3339, ns_text, parse_duration, parse_rfc3339
 
 S = 1_000_000_000
 H = 3600 * S
@@ -388,12 +388,20 @@ def test_the_oldest_accepted_nanosecond_is_exact(attempt):
     the limit itself is accepted, one nanosecond before it refused, whether the minute is cached or not."""
     limit = parse_rfc3339("2011-03-04T05:06:07.5Z")
     limits = Limits(5000, limit, H, None, "data")
-    lines, _ = parse_body(body({**GOOD, "ts": "2011-03-04T05:06:07.500000000Z"}), limits)
-    assert lines[0].endswith(f" {limit}\n")
+    minute = "2011-03-04T05:06"
+
+    def parse(ts):  # each parse meets the minute cache in the state the parameter names
+        if attempt == "minute cached":
+            parse_rfc3339(minute + ":00Z")
+        else:
+            _minute_cache.pop(minute, None)
+        assert (minute in _minute_cache) == (attempt == "minute cached")
+        return parse_body(body({**GOOD, "ts": ts}), limits)[0]
+
+    assert parse("2011-03-04T05:06:07.500000000Z")[0].endswith(f" {limit}\n")
     with pytest.raises(InvalidBody):
-        parse_body(body({**GOOD, "ts": "2011-03-04T05:06:07.499999999Z"}), limits)
-    lines, _ = parse_body(body([{**GOOD, "ts": "2011-03-04T05:06:08.25Z"}]), limits)  # the next second
-    assert lines[0].endswith(f" {limit + 750_000_000}\n")
+        parse("2011-03-04T05:06:07.499999999Z")
+    assert parse("2011-03-04T05:06:08.25Z")[0].endswith(f" {limit + 750_000_000}\n")  # the next second
 
 
 def test_batch_limit():
