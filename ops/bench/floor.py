@@ -9,10 +9,9 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-import time
 from contextlib import contextmanager
 
-from .common import ROOT, BenchError
+from .common import ROOT, BenchError, free_port, wait_until
 
 NAME = "http floor: uvicorn storing nothing"
 _ANSWER = b'{"stored":1}'
@@ -36,30 +35,27 @@ class Server:
         self.proc, self.url = proc, url
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _connects(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
 
 
 @contextmanager
 def server(workers: int):
     """uvicorn serving `app` on a free loopback port for the duration of a `with` block."""
-    port = _free_port()
+    port = free_port()
     cmd = [sys.executable, "-m", "uvicorn", "ops.bench.floor:app", "--host", "127.0.0.1", "--port", str(port),
            "--loop", "uvloop", "--http", "httptools", "--workers", str(workers), "--no-access-log",
            "--no-server-header", "--log-level", "warning"]
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise BenchError(f"the floor server did not start: {proc.stderr.read().decode()[-300:]}") from None
-                time.sleep(0.1)
+        try:  # until it listens, or dies (a bad option, the port taken meanwhile)
+            wait_until(lambda: proc.poll() is not None or _connects(port), 20, "the floor server listening",
+                       interval=0.1)
+        except TimeoutError as exc:
+            raise BenchError(f"the floor server did not start: {exc}") from None
+        if proc.poll() is not None:
+            raise BenchError(f"the floor server did not start: {proc.stderr.read().decode()[-300:]}")
         yield Server(proc, f"http://127.0.0.1:{port}")
     finally:
         proc.terminate()
