@@ -32,13 +32,18 @@ def run(seconds: float, workers: int, work: Path, progress) -> dict:
         influx.close()
 
 
-def _counted(api: ApiServer) -> int | None:
-    """iot_api_readings_stored_total from /metrics (summed over the workers by the api)."""
+def _metrics(api: ApiServer) -> list[str] | None:
+    """The lines of the api's /metrics (summed over its workers by the api), None when unreachable."""
     try:
         status, _, body = http("GET", api.url + "/metrics", timeout=5.0)
     except OSError:
         return None
-    for line in body.decode(errors="replace").splitlines() if status == 200 else ():
+    return body.decode(errors="replace").splitlines() if status == 200 else None
+
+
+def _counted(api: ApiServer) -> int | None:
+    """iot_api_readings_stored_total from /metrics."""
+    for line in _metrics(api) or ():
         if line.startswith("iot_api_readings_stored_total "):
             return int(float(line.split()[1]))
     return None
@@ -47,12 +52,8 @@ def _counted(api: ApiServer) -> int | None:
 def _answers(api: ApiServer) -> dict[str, int]:
     """The api's own count of its POST /data answers by status (iot_api_requests_total): what wrk
     counts as non-2xx, explained (503: InfluxDB failed or the api's queue is full; 408: a deadline)."""
-    try:
-        status, _, body = http("GET", api.url + "/metrics", timeout=5.0)
-    except OSError:
-        return {}
     answers: dict[str, int] = {}
-    for line in body.decode(errors="replace").splitlines() if status == 200 else ():
+    for line in _metrics(api) or ():
         if line.startswith("iot_api_requests_total{") and 'method="POST"' in line and 'route="/data"' in line:
             code = line.split('status="', 1)[1].split('"', 1)[0]
             answers[code] = answers.get(code, 0) + int(float(line.rsplit(" ", 1)[1]))
