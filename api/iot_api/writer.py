@@ -64,9 +64,8 @@ class GroupCommitWriter:
         self._idle.set()
         self._tasks: set[asyncio.Task] = set()  # strong references: the loop keeps only weak ones
         self._failed_writes = self._failed_readings = 0  # since the last successful write
-        self._failure_logged: dict[str, list] = {}  # kind -> [logged at, writes held back, readings]
-        self._overload_logged_at = float("-inf")
-        self._turned_away = 0  # requests answered 503 for a full queue since the last log line
+        self._failure_log = _LogThrottle()  # per kind of failure; cleared when writes succeed again
+        self._overload_log = _LogThrottle()  # requests answered 503 for a full queue
 
     @property
     def pending_points(self) -> int:
@@ -196,14 +195,10 @@ class GroupCommitWriter:
         metrics.WRITE_ERRORS.labels(kind).inc()
         self._failed_writes += 1
         self._failed_readings += readings
-        now = time.monotonic()
-        seen = self._failure_logged.get(kind)
-        if seen is not None and now - seen[0] < FAILURE_LOG_EVERY_S:
-            seen[1] += 1
-            seen[2] += readings
-        else:
-            held = {"similar_failures_not_logged": seen[1], "their_readings": seen[2]} if seen and seen[1] else {}
-            self._failure_logged[kind] = [now, 0, 0]
+        held_back = self._failure_log.due(kind, readings)
+        if held_back is not None:
+            held = ({"similar_failures_not_logged": held_back[0], "their_readings": held_back[1]}
+                    if held_back[0] else {})
             log.log(logging.ERROR if isinstance(exc, StorageFailed) else logging.WARNING,
                     "InfluxDB write failed: answered 503, the readings are not stored (clients resend)",
                     extra={"error": str(exc), "kind": kind, "readings": readings, **held})
@@ -214,19 +209,40 @@ class GroupCommitWriter:
         """A full queue (InfluxDB slower than the load) answers 503: counted, and logged at most once
         every FAILURE_LOG_EVERY_S with how many requests were turned away since the last line."""
         metrics.READINGS_REJECTED.labels("overloaded").inc(readings)
-        self._turned_away += 1
-        now = time.monotonic()
-        if now - self._overload_logged_at >= FAILURE_LOG_EVERY_S:
+        held_back = self._overload_log.due("overloaded", readings)
+        if held_back is not None:  # this request and those held back since the last line
             log.warning("queue full (API_MAX_PENDING_POINTS): answered 503, the readings are not stored "
                         "(clients resend)", extra={"queued": self._queued_points, "limit": self.max_pending,
-                                                   "requests_turned_away": self._turned_away})
-            self._overload_logged_at, self._turned_away = now, 0
+                                                   "requests_turned_away": held_back[0] + 1})
 
     def _recovered(self) -> None:
         log.info("InfluxDB writes succeed again", extra={"failed_writes": self._failed_writes,
                                                           "failed_readings": self._failed_readings})
         self._failed_writes = self._failed_readings = 0
-        self._failure_logged.clear()
+        self._failure_log.clear()
+
+
+class _LogThrottle:
+    """At most one log line per key every FAILURE_LOG_EVERY_S; what it holds back in between is counted
+    and handed to the next line (a thousand devices retrying into an outage must not flood the log)."""
+
+    def __init__(self):
+        self._seen: dict[str, list] = {}  # key -> [logged at, events held back, their readings]
+
+    def due(self, key: str, readings: int) -> tuple[int, int] | None:
+        """When a line is due now: (events, readings) held back since the last one. Else None, and this
+        event is counted as held back."""
+        now = time.monotonic()
+        seen = self._seen.get(key)
+        if seen is not None and now - seen[0] < FAILURE_LOG_EVERY_S:
+            seen[1] += 1
+            seen[2] += readings
+            return None
+        self._seen[key] = [now, 0, 0]
+        return (seen[1], seen[2]) if seen else (0, 0)
+
+    def clear(self) -> None:
+        self._seen.clear()
 
 
 def _resolve(fut: asyncio.Future, result) -> None:
