@@ -71,21 +71,19 @@ class Influx:
         self._admin_auth = aiohttp.BasicAuth(*admin) if admin else None
         self._reader = reader
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._timeout_s = timeout_s
         self._session: aiohttp.ClientSession | None = None
-        self._writes: WriteClient | None = None  # the hot path: /write without aiohttp (write_client.py)
+        # The hot path, /write, without aiohttp (write_client.py); it connects at its first write.
+        self._writes = WriteClient(url, {"db": db, "rp": rp, "precision": "ns"}, self._writer, timeout_s,
+                                   max_connections=64)
 
     async def open(self) -> None:
         # Keep-alive connections to InfluxDB, more than the writes in flight plus concurrent reads.
         connector = aiohttp.TCPConnector(limit=64, keepalive_timeout=30)
         self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout,
                                               auth=self._auth, json_serialize=lambda o: orjson.dumps(o).decode())
-        self._writes = WriteClient(self.url, {"db": self.db, "rp": self.rp, "precision": "ns"}, self._writer,
-                                   self._timeout_s, max_connections=64)
 
     async def close(self) -> None:
-        if self._writes:
-            await self._writes.close()
+        await self._writes.close()
         if self._session:
             await self._session.close()
 
