@@ -3,7 +3,7 @@
 aiohttp spends ~170 us of CPU on each request here, which every flush pays in full: for batches of
 100 readings that was a third of the api's CPU. This client keeps connections alive, sends a
 request head built once plus the body in one write, and parses the answer with httptools (the parser
-uvicorn already uses): ~45 us (docs/benchmarks.md). Queries, pings and the setup stay on aiohttp
+uvicorn already uses): ~50 us (docs/benchmarks.md). Queries, pings and the setup stay on aiohttp
 (influx.py), off the hot path.
 
 A write may be sent twice (a kept-alive connection that InfluxDB closed while idle is retried once
