@@ -35,10 +35,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+from ops.secrets import INFLUXDB_ADMIN_PASSWORD
 
 Progress = Callable[[str], None]
 STACK_LABEL = "com.docker.stack.namespace"
@@ -254,6 +256,38 @@ def referenced_objects(services: Sequence[dict], kind: str) -> set[str]:
     return names
 
 
+def _base_name(stack: str, swarm_name: str) -> str:
+    """'iot-test_api_tokens_16b184561253' -> 'api_tokens' (the file's name in secrets/ENV)."""
+    return swarm_name[len(stack) + 1:].rsplit("_", 1)[0]
+
+
+def changed_secrets(services: Sequence[dict], stack: str, new_names: Iterable[str]) -> list[str]:
+    """The secrets (their files' names) whose generation the running services use and this deploy
+    replaces: a changed file, or a secrets/ENV folder made anew (a fresh clone) beside a kept volume."""
+    running = {}
+    for svc in services:
+        container = ((svc.get("Spec") or {}).get("TaskTemplate") or {}).get("ContainerSpec") or {}
+        for ref in container.get("Secrets") or []:
+            name = ref.get("SecretName", "")
+            if name.startswith(f"{stack}_"):
+                running[_base_name(stack, name)] = name
+    return sorted(_base_name(stack, n) for n in new_names
+                  if n.startswith(f"{stack}_") and running.get(_base_name(stack, n), n) != n)
+
+
+def secret_change_notes(changed: Sequence[str], undeploy_command: str) -> list[str]:
+    if not changed:
+        return []
+    notes = [f"secrets changed since the running deploy: {', '.join(changed)} (new secrets; the services "
+             "that use them are updated)"]
+    if INFLUXDB_ADMIN_PASSWORD in changed:
+        notes.append(f"note: {INFLUXDB_ADMIN_PASSWORD} changed, but InfluxDB keeps the admin password its data "
+                     "volume was set up with: unless it was changed there first (SET PASSWORD, SECURITY.md), "
+                     "the new api is refused and rolled back. Put the previous file back, or start over "
+                     f"without the data: {undeploy_command}, then deploy again")
+    return notes
+
+
 def prune_objects(docker: Docker, kind: str, stack: str, keep: set[str]) -> list[str]:
     """Remove the stack's KIND objects that nothing uses any more (not in KEEP); in-use ones are skipped."""
     names = docker.read(kind, "ls", "--filter", f"label={STACK_LABEL}={stack}", "--format", "{{.Name}}").split()
@@ -279,6 +313,7 @@ class ServiceState:
     errors: list[str]              # recent task errors, newest first
     has_previous: bool             # PreviousSpec present: `docker service rollback` possible
     containers: list[str] = field(default_factory=list)  # containers of the newest ended tasks
+    ended_tasks: list[str] = field(default_factory=list)  # ids of the newest ended tasks (their logs say why)
 
     @property
     def replicas_text(self) -> str:
@@ -304,7 +339,7 @@ def service_state(service: dict, tasks: Sequence[dict], label_prefix: str = "iot
         update_state=update.get("State") or None, update_message=update.get("Message", ""),
         update_started=update.get("StartedAt", ""), version=(spec.get("Labels") or {}).get(f"{label_prefix}.version", ""),
         errors=task_errors(tasks), has_previous=bool(service.get("PreviousSpec")),
-        containers=failed_containers(tasks))
+        containers=failed_containers(tasks), ended_tasks=[t["ID"] for t in _ended(tasks)[:2] if t.get("ID")])
 
 
 def runs_spec(task: Mapping, service: Mapping) -> bool:
@@ -353,11 +388,45 @@ def health_hint(health_json: str) -> str:
     if not health:
         return ""
     log = health.get("Log") or []
-    last = log[-1] if log else {}
+    # A probe killed because the container was being stopped (exit 137) says nothing: the one before does.
+    telling = [entry for entry in log if entry.get("ExitCode") != 137] or log
+    last = telling[-1] if telling else {}
     lines = [line.strip() for line in (last.get("Output") or "").splitlines() if line.strip()]
     output = lines[-1][-200:] if lines else ""
     return f"health {health.get('Status', '?')}" + (f": last probe exit {last.get('ExitCode')}" if last else "") \
         + (f": {output}" if output else "")
+
+
+TELLING_LEVELS = {"warning", "warn", "error", "critical", "fatal", "panic"}
+
+
+def log_hint(log_text: str) -> str:
+    """The telling line of a failed task's log (`docker service logs --raw TASK`): its last warning or
+    error, from our JSON lines (msg: error) or logfmt ones (influxd's `lvl=error`); else its last line
+    that is not a structured info line (a traceback's exception, a plain message). '' when none: a
+    process that only logged info lines stopped because it was stopped (a failing healthcheck)."""
+    plain = ""
+    for line in reversed([line.strip() for line in log_text.splitlines() if line.strip()]):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict):
+            if str(record.get("level", "")).lower() in TELLING_LEVELS:
+                return "log: " + ": ".join(str(record[k]) for k in ("msg", "error") if record.get(k))[:400]
+        elif re.search(r"\b(lvl|level)=(warn|warning|error|crit|fatal|panic)\b", line):
+            return "log: " + line[:400]
+        elif not plain and not re.search(r"\b(lvl|level)=", line):
+            plain = line
+    return f"log: {plain[:400]}" if plain else ""
+
+
+def task_log(docker: Docker, task_id: str, lines: int = 50) -> str:
+    """The end of a task's log, its stdout and stderr (`docker service logs` reaches any node); '' when
+    the swarm no longer has it."""
+    proc = docker.run("service", "logs", "--raw", "--no-task-ids", "--tail", str(lines), task_id,
+                      check=False, echo=False, read=True, timeout=30)
+    return proc.stdout + proc.stderr if proc.returncode == 0 else ""
 
 
 def verdict(state: ServiceState, before: tuple[str | None, str] | None) -> str:
@@ -503,6 +572,7 @@ class DeployPlan:
     label_prefix: str = "iot"
     timeout: float = 300
     smoke: bool = True
+    undeploy_command: str = "./iot undeploy --volumes"  # how this target starts over without its data
 
 
 def deploy(plan: DeployPlan, docker: Docker) -> list[ServiceState]:
@@ -519,6 +589,10 @@ def deploy(plan: DeployPlan, docker: Docker) -> list[ServiceState]:
             step(f"labelled the only node {label} (placement of the stateful services)")
     before = {} if docker.dry else {
         s.name: (s.update_state, s.update_started) for s in states(docker, plan.stack, plan.label_prefix)}
+    if not docker.dry:
+        changed = changed_secrets(stack_services(docker, plan.stack), plan.stack, plan.secrets)
+        for line in secret_change_notes(changed, plan.undeploy_command):
+            step(line)
     docker.run("stack", "deploy", "--with-registry-auth", "--prune", "--resolve-image", "never",
                "-c", str(plan.stack_file), plan.stack, timeout=600)
     if docker.dry:
@@ -551,7 +625,9 @@ def _fail(docker: Docker, plan: DeployPlan, failed: Sequence[ServiceState], what
     for s in failed:
         hints = [health_hint(docker.read("inspect", "--type", "container", "--format", "{{json .State.Health}}", c,
                                          check=False)) for c in s.containers]
-        s.errors = s.errors + [h for h in hints if h]
+        # The newest failed task's own words (any node: `docker service logs` asks the swarm).
+        logs = [log_hint(task_log(docker, t)) for t in s.ended_tasks[:1]]
+        s.errors = list(dict.fromkeys(s.errors + [h for h in hints + logs if h]))  # two tasks, one probe line
         docker.progress(f"FAILED {s.name}: {failure_reason(s)}")
     rolled = rollback_services(docker, failed)
     if rolled:

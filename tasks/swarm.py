@@ -80,7 +80,8 @@ def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=Tru
             api_url=(url or f"http://{swarm.published_host(os.environ)}:{values['api']['published_port']}").rstrip("/"),
             write_token_file=result.secrets[secrets.SIMULATOR_TOKEN], read_token_file=result.secrets[secrets.API_READ_TOKEN],
             external_secrets=values["swarm"]["secrets"] == "external", label_prefix=values["label_prefix"],
-            timeout=float(timeout), smoke=smoke)
+            timeout=float(timeout), smoke=smoke,
+            undeploy_command=f"./iot undeploy --env {result.env}" + (f" --machine {machine}" if machine else "") + " --volumes")
         states = swarm.deploy(plan, docker)
     if states:
         print(swarm.table(states))

@@ -5,8 +5,8 @@ The swarm: when the engine is not in swarm mode, `docker swarm init --advertise-
 one and the end of the module leaves it again; a swarm that was there is kept (only the node label this
 module added is removed). The stack, its secrets, configs and volumes and the images tagged here are
 removed at the end, failures included. The tests run in order: each builds on the stack left by the
-previous one (deploy, rolling update under load, failed update rolled back, rotated secrets, Docker
-Machine target).
+previous one (deploy, rolling update under load, failed update rolled back, rotated secrets, a new
+admin password refused by the kept volume, Docker Machine target).
 """
 from __future__ import annotations
 
@@ -247,6 +247,32 @@ def test_changed_secrets_roll_out_as_new_objects(deployed, docker):
     assert old_secret in live
     # kept: the generation in use and the one a rollback would need; older ones are pruned
     assert len([n for n in live if n.startswith(f"{STACK}_api_tokens_")]) <= 2
+
+
+def test_a_new_admin_password_beside_the_kept_volume_is_named_and_rolled_back(deployed, docker):
+    """secrets/ENV made anew (a fresh clone, a deleted file) while the stack and its data volume stay:
+    InfluxDB keeps the admin password it was set up with, so the new api is refused. The deploy says so
+    before it starts, fails with the api's own log line as the reason, and the previous version still
+    answers (what a CI run found on a machine where an interrupted run had left the stack)."""
+    path = ROOT / "secrets" / ENV / secrets.INFLUXDB_ADMIN_PASSWORD
+    saved = path.read_bytes()
+    try:
+        path.unlink()  # the next deploy generates a new one
+        proc = iot("deploy", "--env", ENV, "--set", f"version={NEW_VERSION}", "--timeout", "150", check=False)
+    finally:
+        path.unlink(missing_ok=True)
+        path.write_bytes(saved)
+        path.chmod(0o600)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-3000:]
+    assert "secrets changed since the running deploy: influxdb_admin_password " in out
+    assert f"./iot undeploy --env {ENV} --volumes" in out
+    last = [line for line in out.strip().splitlines() if line.strip()][-1]
+    assert last.startswith(f"error: deploy of {STACK} failed ({STACK}_api)"), last
+    assert "log: InfluxDB refused the api's credentials" in last and "another password" in last, last
+    assert service_versions(docker)[f"{STACK}_api"] == f"iot/api:{NEW_VERSION}"
+    code, _ = http("GET", "/data?limit=1", secrets.API_READ_TOKEN)
+    assert code == 200
 
 
 def test_docker_machine_target_through_a_recording_stand_in(deployed, tmp_path):

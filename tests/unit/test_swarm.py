@@ -86,6 +86,7 @@ def test_a_completed_task_of_a_long_running_service_is_an_error_and_its_containe
     state = swarm.service_state(service(1), [ended, task(state="shutdown", desired="shutdown")])
     assert state.errors == ["task cccccccccccc (iot/api:0.2.0) complete: complete"]
     assert state.containers == ["cid1"]
+    assert state.ended_tasks == ["c" * 25]
 
 
 def test_health_hint_gives_the_last_probe_line():
@@ -93,6 +94,64 @@ def test_health_hint_gives_the_last_probe_line():
 
     assert swarm.health_hint(json.dumps(health)) == "health unhealthy: last probe exit 1: URLError: refused"
     assert swarm.health_hint("null") == "" and swarm.health_hint("") == ""
+
+
+def test_health_hint_skips_the_probe_killed_as_the_container_stopped():
+    health = {"Status": "unhealthy", "Log": [
+        {"ExitCode": 1, "Output": "urllib.error.HTTPError: HTTP Error 503: Service Unavailable\n"},
+        {"ExitCode": 137, "Output": ""}]}
+    assert swarm.health_hint(json.dumps(health)) == (
+        "health unhealthy: last probe exit 1: urllib.error.HTTPError: HTTP Error 503: Service Unavailable")
+    only_killed = {"Status": "unhealthy", "Log": [{"ExitCode": 137, "Output": ""}]}
+    assert swarm.health_hint(json.dumps(only_killed)) == "health unhealthy: last probe exit 137"
+
+
+def test_log_hint_gives_the_last_error_of_our_json_logs():
+    lines = [{"level": "info", "msg": "Uvicorn running on http://0.0.0.0:1337"},
+             {"level": "error", "msg": "InfluxDB refused the api's credentials, retrying", "attempt": 1,
+              "error": "the admin already exists with another password"},
+             {"level": "error", "msg": "InfluxDB refused the api's credentials, retrying", "attempt": 2,
+              "error": "the admin already exists with another password (2)"},
+             {"level": "info", "msg": "Finished server process [7]"}]
+    text = "\n".join(json.dumps(line) for line in lines) + "\n"
+    assert swarm.log_hint(text) == ("log: InfluxDB refused the api's credentials, retrying: "
+                                    "the admin already exists with another password (2)")
+
+
+def test_log_hint_reads_logfmt_errors_and_falls_back_to_the_last_line():
+    influxd = ('ts=2026-11-23T05:00:00Z lvl=info msg="Opened service"\n'
+               'ts=2026-11-23T05:00:01Z lvl=error msg="Unable to open" error="permission denied"\n'
+               'ts=2026-11-23T05:00:02Z lvl=info msg="Closing"\n')
+    assert swarm.log_hint(influxd) == 'log: ts=2026-11-23T05:00:01Z lvl=error msg="Unable to open" error="permission denied"'
+    traceback = "Traceback (most recent call last):\n  File \"x\", line 1\nValueError: bad\n\n"
+    assert swarm.log_hint(traceback) == "log: ValueError: bad"
+    stopped = "\n".join(json.dumps({"level": "info", "msg": m}) for m in ("Uvicorn running", "Finished server process"))
+    assert swarm.log_hint(stopped) == ""  # only info lines: it was stopped, its log does not say why
+    assert swarm.log_hint('ts=1 lvl=info msg="Listening"\n') == ""
+    assert swarm.log_hint(json.dumps({"level": "warning", "msg": "queue full"})) == "log: queue full"
+    assert swarm.log_hint("") == "" and swarm.log_hint("\n \n") == ""
+    assert len(swarm.log_hint("x" * 5000)) == len("log: ") + 400
+
+
+def _with_secrets(*names: str) -> dict:
+    return {"Spec": {"TaskTemplate": {"ContainerSpec": {"Secrets": [{"SecretName": n} for n in names]}}}}
+
+
+def test_changed_secrets_compares_the_running_generation_with_the_new_one():
+    running = [_with_secrets("iot-test_api_tokens_aaaaaaaaaaaa", "iot-test_influxdb_admin_password_bbbbbbbbbbbb"),
+               _with_secrets("other_api_tokens_cccccccccccc")]
+    new = ["iot-test_api_tokens_aaaaaaaaaaaa", "iot-test_influxdb_admin_password_dddddddddddd",
+           "iot-test_influxdb_reader_password_eeeeeeeeeeee"]  # the reader's is new to this stack: no change
+    assert swarm.changed_secrets(running, "iot-test", new) == ["influxdb_admin_password"]
+    assert swarm.changed_secrets([], "iot-test", new) == []
+
+
+def test_a_changed_admin_password_warns_before_the_deploy_fails():
+    assert swarm.secret_change_notes([], "./iot undeploy --env test --volumes") == []
+    notes = swarm.secret_change_notes(["api_tokens"], "./iot undeploy --env test --volumes")
+    assert len(notes) == 1 and "api_tokens" in notes[0]
+    notes = swarm.secret_change_notes(["api_tokens", "influxdb_admin_password"], "./iot undeploy --env test --volumes")
+    assert len(notes) == 2 and "SET PASSWORD" in notes[1] and "./iot undeploy --env test --volumes" in notes[1]
 
 
 def test_table_lists_services():
