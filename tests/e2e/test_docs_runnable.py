@@ -35,6 +35,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import docs_blocks  # noqa: E402
+from test_swarm_deploy import STACK, cleanup  # noqa: E402 - the swarm tests' clean-up of env test
 
 ROOT = docs_blocks.ROOT
 DOCS = docs_blocks.runnable_docs()
@@ -85,8 +86,15 @@ def _kill_group(pgid: int, sig: int) -> None:
 
 @pytest.fixture(scope="module")
 def docs_session(docker_engine):
-    """Runs the teardown blocks after the last document, failures included, then ends whatever a block
-    left running in the background (only the process groups this test started)."""
+    """Removes a stack of env `test` left by an interrupted run (the labs deploy it as new: over an old
+    data volume, set up with other secrets, the api would be refused). Runs the teardown blocks after the
+    last document, failures included, then ends whatever a block left running in the background (only
+    the process groups this test started)."""
+    stacks = subprocess.run(["docker", "stack", "ls", "--format", "{{.Name}}"], capture_output=True, text=True,
+                            check=False).stdout.split()  # not a swarm manager: no stacks, an error
+    if STACK in stacks:
+        print(f"removing the stack {STACK} an interrupted run left, with its volume", flush=True)
+        cleanup()
     yield
     failures = []
     for path in DOCS:
