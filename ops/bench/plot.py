@@ -50,7 +50,7 @@ def render(summary: dict, path: Path) -> Path:
     top.axhline(10_000, color="grey", linestyle="--", linewidth=1, label="target ≥ 10,000/s at 64")
     bottom.axhline(25, color="grey", linestyle="--", linewidth=1, label="target p99 ≤ 25 ms at 64")
     top.yaxis.set_major_formatter(matplotlib.ticker.StrMethodFormatter("{x:,.0f}"))
-    top.set_ylabel("stored readings/s")
+    top.set_ylabel("stored readings/s" + (" (floor: answers/s)" if bare else ""))
     top.set_ylim(bottom=0)
     bottom.set_ylabel("p99 latency (ms)")
     bottom.set_ylim(bottom=0)
