@@ -223,6 +223,8 @@ class Api:
     async def readyz(self, scope, receive):
         if not self.ready:
             return 503, {"ready": False, "reason": "InfluxDB database setup pending"}, []
+        if not worker_slot.all_ready(self.settings.workers, os.environ.get(worker_slot.SLOTS_DIR_ENV)):
+            return 503, {"ready": False, "reason": "another worker of this api is still starting"}, []
         at, ok = self._ping_cache
         if time.monotonic() - at > 1.0:  # /readyz may be polled hard; ping InfluxDB at most 1/s
             ok = await self.influx.ping()
@@ -274,6 +276,7 @@ class Api:
         if self.ready:
             log.error("InfluxDB database is missing; setting it up again")
         self.ready = False
+        worker_slot.mark_ready(False)
         metrics.READY.set(0)
         self._start_setup()
 
@@ -297,6 +300,7 @@ class Api:
                 delay = min(delay * 2, self.settings.startup_backoff_max_s)
                 continue
             self.ready = True
+            worker_slot.mark_ready(True)
             self._ping_cache = (time.monotonic(), True)
             metrics.READY.set(1)
             log.info("InfluxDB ready", extra={"url": self.settings.influxdb_url, "db": self.settings.influxdb_db,

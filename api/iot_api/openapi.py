@@ -195,7 +195,7 @@ def document(settings) -> dict:
             "/healthz": {"get": {"summary": "Liveness: the process answers", "operationId": "healthz",
                                  "security": [],
                                  "responses": {"200": _ok("Alive.", {"type": "object"})}}},
-            "/readyz": {"get": {"summary": "Readiness: InfluxDB reachable and the database set up",
+            "/readyz": {"get": {"summary": "Readiness: InfluxDB reachable, the database set up, every worker ready",
                                 "operationId": "readyz", "security": [],
                                 "responses": {"200": _ok("Ready.", {"type": "object"}),
                                               "503": _ok("Not ready.", {"type": "object"})}}},
