@@ -12,20 +12,19 @@ from pathlib import Path
 
 from harness import http
 
+from ops.bench import procs
+
 
 def workers_of(pid: int) -> list[int]:
-    """uvicorn's worker processes: children of the api's supervisor started by multiprocessing spawn."""
+    """uvicorn's worker processes: those of the api's process tree started by multiprocessing spawn."""
     out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
+    for child in procs.tree(pid) - {pid}:
         try:
-            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            cmdline = (entry / "cmdline").read_bytes()
-        except (OSError, ValueError, IndexError):
+            cmdline = Path(f"/proc/{child}/cmdline").read_bytes()
+        except OSError:
             continue
-        if ppid == pid and b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
-            out.append(int(entry.name))
+        if b"spawn_main" in cmdline and b"resource_tracker" not in cmdline:
+            out.append(child)
     return out
 
 
