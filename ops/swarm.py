@@ -313,7 +313,7 @@ class ServiceState:
     errors: list[str]              # recent task errors, newest first
     has_previous: bool             # PreviousSpec present: `docker service rollback` possible
     containers: list[str] = field(default_factory=list)  # containers of the newest ended tasks
-    ended_tasks: list[str] = field(default_factory=list)  # ids of the newest ended tasks (their logs say why)
+    ended_tasks: list[str] = field(default_factory=list)  # id of the newest ended task (its log says why)
 
     @property
     def replicas_text(self) -> str:
@@ -339,7 +339,7 @@ def service_state(service: dict, tasks: Sequence[dict], label_prefix: str = "iot
         update_state=update.get("State") or None, update_message=update.get("Message", ""),
         update_started=update.get("StartedAt", ""), version=(spec.get("Labels") or {}).get(f"{label_prefix}.version", ""),
         errors=task_errors(tasks), has_previous=bool(service.get("PreviousSpec")),
-        containers=failed_containers(tasks), ended_tasks=[t["ID"] for t in _ended(tasks)[:2] if t.get("ID")])
+        containers=failed_containers(tasks), ended_tasks=[t["ID"] for t in _ended(tasks)[:1] if t.get("ID")])
 
 
 def runs_spec(task: Mapping, service: Mapping) -> bool:
@@ -465,9 +465,11 @@ def service_tasks(docker: Docker, service: str) -> list[dict]:
     return docker.json("inspect", "--type", "task", *ids) if ids else []
 
 
-def states(docker: Docker, stack: str, label_prefix: str = "iot") -> list[ServiceState]:
+def states(docker: Docker, stack: str, label_prefix: str = "iot",
+           services: Sequence[dict] | None = None) -> list[ServiceState]:
+    """The stack's services' states; SERVICES when the caller already has `stack_services()`."""
     return [service_state(s, service_tasks(docker, s["Spec"]["Name"]), label_prefix)
-            for s in stack_services(docker, stack)]
+            for s in (stack_services(docker, stack) if services is None else services)]
 
 
 def wait_converged(docker: Docker, stack: str, before: Mapping[str, tuple[str | None, str]], timeout: float,
@@ -587,12 +589,11 @@ def deploy(plan: DeployPlan, docker: Docker) -> list[ServiceState]:
     if not docker.dry:
         for label in ensure_node_labels(docker, plan.node_labels):
             step(f"labelled the only node {label} (placement of the stateful services)")
-    before = {} if docker.dry else {
-        s.name: (s.update_state, s.update_started) for s in states(docker, plan.stack, plan.label_prefix)}
-    if not docker.dry:
-        changed = changed_secrets(stack_services(docker, plan.stack), plan.stack, plan.secrets)
-        for line in secret_change_notes(changed, plan.undeploy_command):
-            step(line)
+    running = [] if docker.dry else stack_services(docker, plan.stack)
+    before = {s.name: (s.update_state, s.update_started)
+              for s in states(docker, plan.stack, plan.label_prefix, running)}
+    for line in secret_change_notes(changed_secrets(running, plan.stack, plan.secrets), plan.undeploy_command):
+        step(line)
     docker.run("stack", "deploy", "--with-registry-auth", "--prune", "--resolve-image", "never",
                "-c", str(plan.stack_file), plan.stack, timeout=600)
     if docker.dry:
@@ -626,7 +627,7 @@ def _fail(docker: Docker, plan: DeployPlan, failed: Sequence[ServiceState], what
         hints = [health_hint(docker.read("inspect", "--type", "container", "--format", "{{json .State.Health}}", c,
                                          check=False)) for c in s.containers]
         # The newest failed task's own words (any node: `docker service logs` asks the swarm).
-        logs = [log_hint(task_log(docker, t)) for t in s.ended_tasks[:1]]
+        logs = [log_hint(task_log(docker, t)) for t in s.ended_tasks]
         s.errors = list(dict.fromkeys(s.errors + [h for h in hints + logs if h]))  # two tasks, one probe line
         docker.progress(f"FAILED {s.name}: {failure_reason(s)}")
     rolled = rollback_services(docker, failed)
