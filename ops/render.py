@@ -46,6 +46,9 @@ GRAFANA_FOLDERS = {"datasources": "datasource", "dashboards": "dashboard"}  # fo
 
 # target file -> template
 TARGETS = {"compose.yaml": "compose.yaml.j2", "autotest.yaml": "autotest.yaml.j2", "stack.yaml": "stack.yaml.j2"}
+# The broker's configuration, rendered beside them and mounted into the broker (a config in Swarm).
+MOSQUITTO_CONF = "mosquitto.conf"
+MOSQUITTO_DATA_DIR = "/var/lib/mosquitto"  # images/mosquitto/Dockerfile's volume
 
 
 class RenderError(Exception):
@@ -254,14 +257,15 @@ def _user(v):
            "a user like 10001:10001 (uid:gid) or a user name of the image")(v)
     if v.split(":", 1)[0] in ("0", "root"):
         raise ValueError(f"must not be root (containers run as an unprivileged user), got {_got(v)}")
-_BASES = {"python": _image_ref, "influxdb": _image_ref, "grafana": _nullable(_image_ref)}
+_BASES = {"debian": _image_ref, "python": _image_ref, "influxdb": _image_ref, "grafana": _nullable(_image_ref)}
+_SERVICE = {"user": _user, "resources": {"limits": _LIMITS}}  # a client service of the compose files
 
 SCHEMA: dict = {
     "project": _match(r"[a-z0-9][a-z0-9_-]{0,40}", "a lowercase name (letters, digits, _ -)"),
     "version": _tag,
     "registry": _match(r"([a-z0-9][a-z0-9.-]*(:[0-9]+)?(/[a-z0-9._-]+)*/)?",
                        "empty or a registry prefix ending in '/', e.g. localhost:5000/"),
-    "images": {"api": _REPO, "simulator": _REPO, "device": _REPO},
+    "images": {"api": _REPO, "simulator": _REPO, "device": _REPO, "broker": _REPO, "web": _REPO},
     "bases": {"mode": _choice("online", "offline"), "online": _BASES, "offline": _BASES},
     "build": {"ca_bundle": _nullable(_match(r"/\S+", "an absolute path"))},
     "label_prefix": _match(r"[a-z0-9]+([.-][a-z0-9]+)*", "a label prefix like iot or org.example.iot"),
@@ -288,6 +292,16 @@ SCHEMA: dict = {
                   "user": _user, "resources": {"limits": _LIMITS}},
     "autotest": {"devices": _int(1, 1000), "count": _int(1, 9_999), "timeout": _int(10, 3600),
                  "grafana": _bool},
+    "mqtt": {
+        "port": _PORT, "ws_port": _PORT, "user": _user,
+        "users": {"fleet": _IDENT, "historian": _IDENT, "processor": _IDENT, "web": _IDENT},
+        "max_queued_messages": _int(1, 1_000_000_000), "max_queued_bytes": _int(1, 2**40),
+        "max_inflight_messages": _int(1, 65_535), "autosave_interval": _int(1, 1_000_000), "deploy": _DEPLOY,
+    },
+    "fleet": dict(_SERVICE, interval=_number_text(0)),
+    "historian": dict(_SERVICE, batch_max=_int(1, 65_535), batch_ms=_int(1, 60_000)),
+    "processor": dict(_SERVICE, window=_int(1, 86_400), publish_every=_number_text(0, 3600)),
+    "web": dict(_SERVICE, port=_PORT, published_port=_PORT),
     "compose": {"secrets": _choice("environment", "file")},
     "swarm": {
         "endpoint_mode": _choice("vip", "dnsrr"), "publish_mode": _choice("ingress", "host"),
@@ -337,7 +351,7 @@ def _cross_checks(v: dict, origins: dict[str, str]) -> None:
         raise RenderError(f"values error: {origins.get(key, 'values')}: {key}: {message}")
 
     base = v["bases"][v["bases"]["mode"]]
-    for name in ("python", "influxdb"):
+    for name in ("debian", "python", "influxdb"):
         if base[name] is None:
             fail(f"bases.{v['bases']['mode']}.{name}", "must be set: the stack cannot run without it")
     if v["swarm"]["endpoint_mode"] == "dnsrr" and v["swarm"]["publish_mode"] == "ingress":
@@ -346,7 +360,16 @@ def _cross_checks(v: dict, origins: dict[str, str]) -> None:
     if v["influxdb"]["deploy"]["replicas"] != 1:
         replicas = v["influxdb"]["deploy"]["replicas"]
         fail("influxdb.deploy.replicas", f"must be 1 (a stateful service on one volume), got {replicas}")
+    if v["mqtt"]["deploy"]["replicas"] != 1:
+        fail("mqtt.deploy.replicas", f"must be 1 (one broker, its persistence on one volume), got {v['mqtt']['deploy']['replicas']}")
+    if v["historian"]["batch_max"] > v["mqtt"]["max_inflight_messages"]:
+        fail("historian.batch_max", f"must be at most mqtt.max_inflight_messages ({v['mqtt']['max_inflight_messages']}): "
+                                    "the broker would stop sending before a batch is full, and the historian acks "
+                                    "only whole batches")
+    if v["mqtt"]["port"] == v["mqtt"]["ws_port"]:
+        fail("mqtt.ws_port", "must differ from mqtt.port")
     published = {"api.published_port": v["api"]["published_port"],
+                 "web.published_port": v["web"]["published_port"],
                  "grafana.published_port": v["grafana"]["published_port"],
                  "influxdb.published_port": v["influxdb"]["published_port"]}
     seen: dict[int, str] = {}
@@ -502,7 +525,7 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
     out_dir = _resolve(out_dir if out_dir is not None else Path("build") / env)
     secrets_dir = _resolve(secrets_dir if secrets_dir is not None else Path("secrets") / env)
     try:
-        secret_paths = secrets_mod.ensure_secrets(secrets_dir)
+        secret_paths = secrets_mod.ensure_secrets(secrets_dir, mqtt_users=values["mqtt"]["users"])
     except secrets_mod.SecretsError as exc:
         raise RenderError(str(exc)) from None
     try:
@@ -577,6 +600,18 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
         build_args=dict(ctx_common["build_args"]), project=project, autotest_project=f"{project}-autotest",
         stack_name=stack_name, urls=urls, secrets=secret_paths, swarm_secret_names=swarm_names, grafana=grafana,
         swarm_config_names=config_names)
+
+
+def mosquitto_conf(mqtt: Mapping[str, Any], *, password_file: str, acl_file: str,
+                   data_dir: str = MOSQUITTO_DATA_DIR, bind: str | None = None, header: str = "",
+                   run_as: str | None = None) -> str:
+    """The broker's mosquitto.conf for the values' MQTT (one template for the stacks and the tests,
+    which run a real mosquitto on loopback with BIND 127.0.0.1 and their own folders; RUN_AS: the
+    user mosquitto keeps when started as root, which the tests' root needs to read its files)."""
+    ctx = {"run_as": run_as, "mqtt": _Values(dict(mqtt), "mqtt."), "password_file": password_file, "acl_file": acl_file,
+           "data_dir": data_dir.rstrip("/"), "bind": bind,
+           "header": header or "# GENERATED by ops/render.py from stacks/templates/mosquitto.conf.j2"}
+    return _render_one(_environment(), "mosquitto.conf.j2", ctx)
 
 
 def grafana_provisioning_files() -> list[dict]:

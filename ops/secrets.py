@@ -9,6 +9,10 @@ variables, command lines or rendered files.
 `api_tokens` is in the api's tokens-file format (api/iot_api/auth.py) and is derived from the two
 token files beside it: `write <simulator_token>` for devices and the simulator, `read <api_read_token>`
 for scripts, dashboards and the autotest. `content_hash` gives Swarm the immutable-object names.
+
+The broker's `mosquitto_passwd` (hashes of the four `mqtt_<role>_password` files) and `mosquitto_acl`
+are derived too, and carry nothing of their own: when they no longer match their passwords or the
+values' user names they are made again (ops/mqtt_auth.py), atomically, never left stale.
 """
 from __future__ import annotations
 
@@ -16,7 +20,10 @@ import hashlib
 import os
 import secrets as _random
 import stat
+from collections.abc import Mapping
 from pathlib import Path
+
+from . import mqtt_auth
 
 # Names of the secret files (not values).
 INFLUXDB_ADMIN_PASSWORD = "influxdb_admin_password"  # noqa: S105
@@ -26,6 +33,9 @@ GRAFANA_ADMIN_PASSWORD = "grafana_admin_password"  # noqa: S105
 SIMULATOR_TOKEN = "simulator_token"  # noqa: S105
 API_READ_TOKEN = "api_read_token"  # noqa: S105
 API_TOKENS = "api_tokens"
+MQTT_PASSWORDS = {role: mqtt_auth.password_secret(role) for role in mqtt_auth.ROLES}
+MOSQUITTO_PASSWD = "mosquitto_passwd"  # noqa: S105
+MOSQUITTO_ACL = "mosquitto_acl"
 
 # name -> what it is (for listings; never the value)
 SECRETS = {
@@ -36,9 +46,15 @@ SECRETS = {
     SIMULATOR_TOKEN: "api write token of the simulator and devices",
     API_READ_TOKEN: "api read token (scripts, dashboards, autotest)",
     API_TOKENS: "the api's tokens file (write and read tokens above)",
+    **{name: f"MQTT broker password of the {role}" for role, name in MQTT_PASSWORDS.items()},
+    MOSQUITTO_PASSWD: "the broker's password file (hashes of the MQTT passwords above)",
+    MOSQUITTO_ACL: "the broker's ACL (what each MQTT user may read and write)",
 }
 ALL = tuple(SECRETS)
-_DERIVED = {API_TOKENS: (SIMULATOR_TOKEN, API_READ_TOKEN)}
+_DERIVED = {API_TOKENS: (SIMULATOR_TOKEN, API_READ_TOKEN),
+            MOSQUITTO_PASSWD: tuple(MQTT_PASSWORDS.values()), MOSQUITTO_ACL: ()}
+_MQTT_DERIVED = (MOSQUITTO_PASSWD, MOSQUITTO_ACL)  # remade when stale (they hold nothing of their own)
+DEFAULT_MQTT_USERS = {role: f"iot_{role}" for role in mqtt_auth.ROLES}
 
 
 class SecretsError(Exception):
@@ -86,12 +102,14 @@ def _ensure_folder(folder: Path) -> None:
         raise SecretsError(f"secrets folder {folder}: exists and is not a folder")
 
 
-def ensure_secrets(folder: Path = Path("secrets"), names: tuple[str, ...] | list[str] = ALL) -> dict[str, Path]:
+def ensure_secrets(folder: Path = Path("secrets"), names: tuple[str, ...] | list[str] = ALL,
+                   mqtt_users: Mapping[str, str] | None = None) -> dict[str, Path]:
     """Make sure each secret in NAMES exists in FOLDER (generating what is missing); return name -> path.
 
     Existing files are kept as they are (only their mode is tightened to 0600). A derived file
     (`api_tokens`) brings in the tokens it is made of, and must contain them: a tokens file that
-    does not match its token files is an error naming both files, not a silent rewrite."""
+    does not match its token files is an error naming both files, not a silent rewrite. The broker's
+    files are made for MQTT_USERS (role -> user name; default iot_<role>) and remade when stale."""
     unknown = sorted(set(names) - set(SECRETS))
     if unknown:
         raise SecretsError(f"unknown secret {', '.join(unknown)}; known: {', '.join(ALL)}")
@@ -107,6 +125,9 @@ def ensure_secrets(folder: Path = Path("secrets"), names: tuple[str, ...] | list
         paths[name] = path
         if path.is_symlink() or (path.exists() and not path.is_file()):
             raise SecretsError(f"secret {path}: not a regular file")
+        if name in _MQTT_DERIVED:
+            _ensure_mqtt_file(name, path, paths, mqtt_users or DEFAULT_MQTT_USERS)
+            continue
         if path.exists():
             if stat.S_IMODE(path.stat().st_mode) != 0o600:
                 os.chmod(path, 0o600)
@@ -127,6 +148,26 @@ def ensure_secrets(folder: Path = Path("secrets"), names: tuple[str, ...] | list
         except OSError as exc:
             raise SecretsError(f"secret {path}: cannot write it ({exc.strerror})") from None
     return {name: paths[name] for name in sorted(paths)}
+
+
+def _ensure_mqtt_file(name: str, path: Path, paths: dict[str, Path], users: Mapping[str, str]) -> None:
+    passwords = {role: _read(paths[secret]) for role, secret in MQTT_PASSWORDS.items() if secret in paths}
+    current = path.read_text(encoding="utf-8") if path.is_file() else None
+    if name == MOSQUITTO_ACL:
+        text = mqtt_auth.acl_file(users)
+        if current == text:
+            return
+    else:
+        if current is not None and mqtt_auth.password_file_matches(current, users, passwords):
+            return
+        text = mqtt_auth.password_file(users, passwords)
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.unlink(missing_ok=True)
+        _write_new(tmp, text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise SecretsError(f"secret {path}: cannot write it ({exc.strerror})") from None
 
 
 def _check_derived(name: str, path: Path, paths: dict[str, Path]) -> None:

@@ -258,9 +258,10 @@ def test_simulator_is_behind_its_profile(out, secrets_dir):
 
 def test_images_and_bases_from_the_values(out, secrets_dir):
     dev = do_render("dev", out, secrets_dir)
-    assert dev.images == {"api": "iot/api:0.1.0", "simulator": "iot/simulator:0.1.0", "device": "iot/device:0.1.0"}
-    assert dev.bases == {"python": "python:3.11-slim-bookworm", "influxdb": "influxdb:1.12",
-                         "grafana": "grafana/grafana:12.2.1"}
+    assert dev.images == {"api": "iot/api:0.1.0", "simulator": "iot/simulator:0.1.0", "device": "iot/device:0.1.0",
+                          "broker": "iot/mosquitto:0.1.0", "web": "iot/web:0.1.0"}
+    assert dev.bases == {"debian": "debian:bookworm-slim", "python": "python:3.11-slim-bookworm",
+                         "influxdb": "influxdb:1.12", "grafana": "grafana/grafana:12.2.1"}
     prod = do_render("prod", out, secrets_dir)
     assert prod.images["api"] == "localhost:5000/iot/api:0.1.0"
     test = do_render("test", out, secrets_dir)

@@ -35,7 +35,7 @@ def test_generated_with_strict_permissions(tmp_path):
 def test_values_are_distinct_and_random(tmp_path):
     a = secrets.ensure_secrets(tmp_path / "a")
     b = secrets.ensure_secrets(tmp_path / "b")
-    plain = [n for n in secrets.ALL if n != secrets.API_TOKENS]
+    plain = [n for n in secrets.ALL if n not in (secrets.API_TOKENS, secrets.MOSQUITTO_PASSWD, secrets.MOSQUITTO_ACL)]
     values = [a[n].read_text() for n in plain] + [b[n].read_text() for n in plain]
     assert len(set(values)) == len(values)
 
