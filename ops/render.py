@@ -361,11 +361,12 @@ def _cross_checks(v: dict, origins: dict[str, str]) -> None:
         replicas = v["influxdb"]["deploy"]["replicas"]
         fail("influxdb.deploy.replicas", f"must be 1 (a stateful service on one volume), got {replicas}")
     if v["mqtt"]["deploy"]["replicas"] != 1:
-        fail("mqtt.deploy.replicas", f"must be 1 (one broker, its persistence on one volume), got {v['mqtt']['deploy']['replicas']}")
-    if v["historian"]["batch_max"] > v["mqtt"]["max_inflight_messages"]:
-        fail("historian.batch_max", f"must be at most mqtt.max_inflight_messages ({v['mqtt']['max_inflight_messages']}): "
-                                    "the broker would stop sending before a batch is full, and the historian acks "
-                                    "only whole batches")
+        replicas = v["mqtt"]["deploy"]["replicas"]
+        fail("mqtt.deploy.replicas", f"must be 1 (one broker, its persistence on one volume), got {replicas}")
+    inflight = v["mqtt"]["max_inflight_messages"]
+    if v["historian"]["batch_max"] > inflight:
+        fail("historian.batch_max", f"must be at most mqtt.max_inflight_messages ({inflight}): the broker would "
+                                    "stop sending before a batch is full, and the historian acks whole batches")
     if v["mqtt"]["port"] == v["mqtt"]["ws_port"]:
         fail("mqtt.ws_port", "must differ from mqtt.port")
     published = {"api.published_port": v["api"]["published_port"],
