@@ -2,8 +2,8 @@
 
 Three ways to get nodes, one way to form the swarm (`form_swarm`): `swarm init` on the first manager
 (advertising its address), `swarm join` of every other node with the manager or worker token,
-the database node labelled `iot.influxdb=true` (the stack pins InfluxDB, and its volume, there),
-then a wait until every node is Ready. Each node is reached through a `docker` command prefix
+the database node labelled `iot.influxdb=true` and `iot.mqtt=true` (the stack pins InfluxDB and the broker,
+and their volumes, there), then a wait until every node is Ready. Each node is reached through a `docker` command prefix
 (`Node.docker`), so the same sequence runs through `docker exec`, a docker context over SSH or one
 made from Docker Machine's TLS files.
 
@@ -80,6 +80,7 @@ STATE_DIR = ROOT / "build" / "clusters"
 LABEL = "iot.cluster"                 # value: the cluster name
 ROLE_LABEL = "iot.cluster.role"       # manager | worker
 DB_LABEL = "iot.influxdb=true"        # node label the stack's placement constraint asks for
+MQTT_LABEL = "iot.mqtt=true"          # the broker's (its persistence volume): the same node as the database
 NODE_SOCKET_DIR = "/run/iot-host"     # inside the manager: where its second API socket is
 SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")  # node networks: one free /24 of it per cluster
 FIRST_NODE_HOST = 11                  # node addresses: .11, .12, … (the gateway, .1, is this host)
@@ -206,7 +207,7 @@ def form_swarm(nodes: Sequence[Node], db_node: str, progress: Progress = say, ti
     if db is None:
         raise ClusterError(f"database node {db_node!r} is not one of {', '.join(n.name for n in nodes)}")
     node_id = run([*db.docker, "info", "--format", "{{.Swarm.NodeID}}"], progress)
-    run([*first.docker, "node", "update", "--label-add", DB_LABEL, node_id], progress)
+    run([*first.docker, "node", "update", "--label-add", DB_LABEL, "--label-add", MQTT_LABEL, node_id], progress)
     wait_ready(first, len(nodes), progress, timeout)
 
 

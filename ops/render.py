@@ -37,7 +37,8 @@ VALUES_DIR = STACKS / "values"
 TEMPLATES_DIR = STACKS / "templates"
 DEFAULTS = "defaults"
 SUT_SCRIPT = STACKS / "autotest" / "sut.py"
-SERVICE_DIRS = {"api": ROOT / "api", "simulator": ROOT / "simulator", "device": ROOT / "device"}
+SERVICE_DIRS = {"api": ROOT / "api", "simulator": ROOT / "simulator", "device": ROOT / "device",
+                "broker": ROOT / "images" / "mosquitto", "web": ROOT / "web"}  # build contexts
 # Grafana's provisioning: datasources/*.yaml and dashboards/ (provider.yaml + *.json), mounted under
 # GRAFANA_PROVISIONING_TARGET/<folder>/ (a bind mount per folder in compose, a config per file in Swarm).
 GRAFANA_PROVISIONING = ROOT / "grafana-provisioning"
@@ -46,8 +47,10 @@ GRAFANA_FOLDERS = {"datasources": "datasource", "dashboards": "dashboard"}  # fo
 
 # target file -> template
 TARGETS = {"compose.yaml": "compose.yaml.j2", "autotest.yaml": "autotest.yaml.j2", "stack.yaml": "stack.yaml.j2"}
-# The broker's configuration, rendered beside them and mounted into the broker (a config in Swarm).
+# The broker's configuration, rendered beside them and mounted into the broker (a config in Swarm, named
+# <stack>_mosquitto_conf_<hash>); it names the secrets the broker reads its users and ACL from.
 MOSQUITTO_CONF = "mosquitto.conf"
+MOSQUITTO_CONF_KEY = "mosquitto_conf"  # the config's key in compose.yaml / stack.yaml
 MOSQUITTO_DATA_DIR = "/var/lib/mosquitto"  # images/mosquitto/Dockerfile's volume
 
 
@@ -298,7 +301,7 @@ SCHEMA: dict = {
         "max_queued_messages": _int(1, 1_000_000_000), "max_queued_bytes": _int(1, 2**40),
         "max_inflight_messages": _int(1, 65_535), "autosave_interval": _int(1, 1_000_000), "deploy": _DEPLOY,
     },
-    "fleet": dict(_SERVICE, interval=_number_text(0)),
+    "fleet": dict(_SERVICE, interval=_number_text(0), replicas=_int(0, 1)),
     "historian": dict(_SERVICE, batch_max=_int(1, 65_535), batch_ms=_int(1, 60_000)),
     "processor": dict(_SERVICE, window=_int(1, 86_400), publish_every=_number_text(0, 3600)),
     "web": dict(_SERVICE, port=_PORT, published_port=_PORT),
@@ -493,17 +496,20 @@ class RenderResult:
     urls: dict[str, str]              # what `up` prints: api, grafana (when in the stack)
     secrets: dict[str, Path]          # secret name -> file (values never read here)
     swarm_secret_names: dict[str, str] = field(default_factory=dict)  # name -> <stack>_<name>_<hash>
-    swarm_config_names: dict[str, str] = field(default_factory=dict)  # Grafana provisioning configs, same form
+    swarm_config_names: dict[str, str] = field(default_factory=dict)  # mosquitto.conf, Grafana provisioning: same form
     grafana: bool = True              # Grafana in compose.yaml and stack.yaml
+    config_files: dict[str, Path] = field(default_factory=dict)  # config key -> file (the Swarm configs' content)
 
     def lines(self) -> list[str]:
         """What `invoke render` / `up` print: files, URLs, where the credentials are, notes."""
-        out = [f"rendered env {self.env}: " + ", ".join(_rel(path) for path in self.files.values())]
+        written = [*self.files.values()] + [p for k, p in self.config_files.items() if k == MOSQUITTO_CONF_KEY]
+        out = [f"rendered env {self.env}: " + ", ".join(_rel(path) for path in written)]
         out += [f"{name}: {url}" for name, url in self.urls.items()]
         out.append(f"credentials: files in {_rel(self.secrets[secrets_mod.API_TOKENS].parent)}/ "
                    f"(api tokens: {secrets_mod.SIMULATOR_TOKEN} write, {secrets_mod.API_READ_TOKEN} read"
                    + (f"; Grafana admin password: {secrets_mod.GRAFANA_ADMIN_PASSWORD}" if self.grafana else "")
-                   + ")")
+                   + "; MQTT broker passwords: mqtt_<role>_password, the page's user: "
+                   + f"{secrets_mod.MQTT_PASSWORDS['web']})")
         out += [f"note: {note}" for note in self.notes]
         return out
 
@@ -556,8 +562,14 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
     hashes = {name: secrets_mod.content_hash(path) for name, path in secret_paths.items()}
     swarm_names = {name: f"{stack_name}_{name}_{digest}" for name, digest in sorted(hashes.items())}
     provisioning = grafana_provisioning_files() if grafana else []
-    config_names = {c["key"]: f"{stack_name}_{c['key']}_{secrets_mod.content_hash(c['path'])}"
-                    for c in provisioning}
+    # The broker's configuration first: the stacks mount it, and Swarm names it by its content.
+    conf_path = out_dir / MOSQUITTO_CONF
+    _write_if_changed(conf_path, mosquitto_conf(
+        values["mqtt"], password_file=f"/run/secrets/{secrets_mod.MOSQUITTO_PASSWD}",
+        acl_file=f"/run/secrets/{secrets_mod.MOSQUITTO_ACL}",
+        header=_header(env, "mosquitto.conf.j2", overrides).replace("`invoke render", "`./iot render")))
+    config_files = {MOSQUITTO_CONF_KEY: conf_path} | {c["key"]: c["path"] for c in provisioning}
+    config_names = {key: f"{stack_name}_{key}_{secrets_mod.content_hash(path)}" for key, path in config_files.items()}
 
     ctx_common = {
         "env": env,
@@ -567,6 +579,8 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
         "build_args": {"BASE_IMAGE": bases["python"], "VERSION": version},
         "secret_names": swarm_names,
         "grafana_provisioning_target": GRAFANA_PROVISIONING_TARGET,
+        "mosquitto_data_dir": MOSQUITTO_DATA_DIR,
+        "mosquitto_conf_name": config_names[MOSQUITTO_CONF_KEY],
     }
     files: dict[str, Path] = {}
     jenv = _environment()
@@ -582,6 +596,7 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
             "grafana_configs": [{"key": c["key"], "name": config_names[c["key"]], "target": c["target"],
                                  "file": _relpath(c["path"], out_dir)} for c in provisioning],
             "secret_file": {name: _relpath(path, out_dir) for name, path in secret_paths.items()},
+            "mosquitto_conf_file": _relpath(conf_path, out_dir),
             "header": _header(env, template_name, overrides),
         })
         text = _render_one(jenv, template_name, _Values(ctx))
@@ -596,11 +611,12 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
     urls = {"api": f"http://localhost:{values['api']['published_port']}"}
     if grafana:
         urls["grafana"] = f"http://localhost:{values['grafana']['published_port']}"
+    urls["web"] = f"http://localhost:{values['web']['published_port']}"  # the live MQTT page
     return RenderResult(
         env=env, out_dir=out_dir, files=files, notes=notes, images=images, bases=bases,
         build_args=dict(ctx_common["build_args"]), project=project, autotest_project=f"{project}-autotest",
         stack_name=stack_name, urls=urls, secrets=secret_paths, swarm_secret_names=swarm_names, grafana=grafana,
-        swarm_config_names=config_names)
+        swarm_config_names=config_names, config_files=config_files)
 
 
 def mosquitto_conf(mqtt: Mapping[str, Any], *, password_file: str, acl_file: str,

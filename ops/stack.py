@@ -70,7 +70,8 @@ def prepare(env: str, overrides: dict | None = None, progress: Progress = print,
     bases = render.load_values(env, overrides)["bases"]
     if need_engine and bases["mode"] == "offline":
         offline = bases["offline"]
-        images.bootstrap(python_tag=offline["python"], influxdb_tag=offline["influxdb"], progress=progress, dry=dry)
+        images.bootstrap(debian_tag=offline["debian"], python_tag=offline["python"], influxdb_tag=offline["influxdb"],
+                         progress=progress, dry=dry)
     return Stack(result)
 
 

@@ -39,7 +39,7 @@ def _cluster_images(c, env, image):
                     "cluster network, deploy with the printed --set registry=IP:5000/) or load (docker save, "
                     "docker load into every node)",
     "option": "Docker Machine driver flag passed to every `docker-machine create` (repeatable)",
-    "db_node": "node whose engine gets the label iot.influxdb=true (default: the first manager)",
+    "db_node": "node whose engine gets the labels iot.influxdb=true and iot.mqtt=true (default: the first manager)",
     "label": "local driver: an extra label KEY=VALUE on every container, volume and network (repeatable)",
 }, iterable=["ssh", "image", "option", "label"])
 def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=None, env=None, image=None,

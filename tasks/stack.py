@@ -13,7 +13,7 @@ def render(c, env=None, set=None):  # noqa: A002 - the option is --set
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "no_cache": "rebuild every layer"}, iterable=["set"])
 def build(c, env=None, set=None, no_cache=False):
-    """Build the api and simulator images (Compose, BuildKit) and the device image of an environment."""
+    """Build the api, simulator, broker and web images (Compose, BuildKit) and the device image of an environment."""
     from ops import images
 
     stack = prepare_stack(c, env, set)
@@ -36,8 +36,8 @@ def up(c, env=None, set=None, simulator=True, build=True):
     if build:
         c.run(stack.compose("build", profiles=("simulator",)), env=run_env, pty=False)
     c.run(stack.compose("up", "--detach", "--wait", "--remove-orphans"), env=run_env, pty=False)
-    if simulator:  # no --wait: the simulator is a client and has no healthcheck
-        c.run(stack.compose("up", "--detach", "simulator", profiles=("simulator",)), env=run_env, pty=False)
+    if simulator:  # no --wait: the simulators (HTTP, and the MQTT fleet) are clients without a healthcheck
+        c.run(stack.compose("up", "--detach", "simulator", "fleet", profiles=("simulator",)), env=run_env, pty=False)
     print("\n".join(stack.result.lines()))
     if simulator and not c.config.run.dry:
         took = stacks.wait_for_first_reading(stack)
@@ -93,8 +93,8 @@ def bootstrap(c, force=False):
     with clear_errors():
         engine.ensure_engine(dry=c.config.run.dry)
         bases = render.load_values("dev", {"bases.mode": "offline"})["bases"]["offline"]
-        images.bootstrap(python_tag=bases["python"], influxdb_tag=bases["influxdb"], force=force,
-                         dry=c.config.run.dry)
+        images.bootstrap(debian_tag=bases["debian"], python_tag=bases["python"], influxdb_tag=bases["influxdb"],
+                         force=force, dry=c.config.run.dry)
 
 
 images_ns = Collection("images")

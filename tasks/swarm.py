@@ -68,14 +68,14 @@ def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=Tru
     result = prepared.result
     with clear_errors():
         values = render.load_values(result.env, render.parse_overrides(sets))
-        placements = values["influxdb"]["deploy"]["placement"] + values["api"]["deploy"]["placement"]
+        placements = (values["influxdb"]["deploy"]["placement"] + values["api"]["deploy"]["placement"]
+                      + values["mqtt"]["deploy"]["placement"])
         if result.grafana:
             placements += values["grafana"]["deploy"]["placement"]
-        grafana_files = {g["key"]: g["path"] for g in render.grafana_provisioning_files()} if result.grafana else {}
         plan = swarm.DeployPlan(
             stack=result.stack_name, stack_file=result.files["stack.yaml"],
             secrets={name: result.secrets[key] for key, name in result.swarm_secret_names.items()},
-            configs={name: grafana_files[key] for key, name in result.swarm_config_names.items() if key in grafana_files},
+            configs={name: result.config_files[key] for key, name in result.swarm_config_names.items()},
             node_labels=swarm.label_constraints(placements),
             api_url=(url or f"http://{swarm.published_host(os.environ)}:{values['api']['published_port']}").rstrip("/"),
             write_token_file=result.secrets[secrets.SIMULATOR_TOKEN], read_token_file=result.secrets[secrets.API_READ_TOKEN],

@@ -153,7 +153,8 @@ def test_create_ssh_runs_the_exact_command_sequence(recorder):
         ["docker", "--context", ctx[2], "swarm", "join", "--token", "TOKEN-WORKER", "--advertise-addr", "203.0.113.3",
          "203.0.113.1:2377"],
         ["docker", "--context", ctx[0], "info", "--format", "{{.Swarm.NodeID}}"],
-        ["docker", "--context", ctx[0], "node", "update", "--label-add", "iot.influxdb=true", "ID-iot-demo-1"],
+        ["docker", "--context", ctx[0], "node", "update", "--label-add", "iot.influxdb=true", "--label-add", "iot.mqtt=true",
+         "ID-iot-demo-1"],
         ["docker", "--context", ctx[0], "node", "ls", "--format", "{{json .}}"],
     ]
     assert result.context == "iot-demo-1"
@@ -224,7 +225,8 @@ def test_create_machine_runs_the_exact_command_sequence(recorder):
         ["docker", "--context", "iot-demo-w1", "swarm", "join", "--token", "TOKEN-WORKER", "--advertise-addr",
          "192.0.2.21", "192.0.2.11:2377"],
         ["docker", "--context", "iot-demo-m1", "info", "--format", "{{.Swarm.NodeID}}"],
-        ["docker", "--context", "iot-demo-m1", "node", "update", "--label-add", "iot.influxdb=true", "ID-iot-demo-m1"],
+        ["docker", "--context", "iot-demo-m1", "node", "update", "--label-add", "iot.influxdb=true", "--label-add",
+         "iot.mqtt=true", "ID-iot-demo-m1"],
         ["docker", "--context", "iot-demo-m1", "node", "ls", "--format", "{{json .}}"],
     ]
     assert result.context == "iot-demo-m1"

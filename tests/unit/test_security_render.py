@@ -105,7 +105,8 @@ def test_prod_publishes_only_api_and_grafana_and_keeps_influxdb_internal(tmp_pat
     stack = files["stack.yaml"]
     published = {name: [p["published"] for p in svc.get("ports", [])] for name, svc in stack["services"].items()}
     assert published == {"api": [values["api"]["published_port"]], "influxdb": [],
-                         "grafana": [values["grafana"]["published_port"]]}
+                         "grafana": [values["grafana"]["published_port"]], "web": [values["web"]["published_port"]],
+                         "mqtt": [], "historian": [], "processor": [], "fleet": []}  # the broker only through web
     assert stack["services"]["influxdb"]["networks"] == ["backend"]
     assert stack["networks"]["backend"]["internal"] is True
     compose = files["compose.yaml"]
