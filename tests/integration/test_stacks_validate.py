@@ -88,8 +88,11 @@ def test_compose_config_accepts(rendered, compose, case, target, tmp_path):
     assert done.returncode == 0, f"docker compose config refused {case}/{target}:\n{done.stderr}"
     services = run([compose, "-f", path, "--profile", "*", "config", "--services"], tmp_path)
     assert services.returncode == 0, services.stderr
-    expected = {"influxdb", "api"} | ({"simulator"} if target == "compose.yaml" else {"sut"})
+    mqtt = {"mqtt", "historian", "processor", "fleet", "web"}  # the MQTT module: compose.yaml only
+    expected = {"influxdb", "api"} | ({"simulator"} | mqtt if target == "compose.yaml" else {"sut"})
     assert expected <= set(services.stdout.split())
+    if target == "autotest.yaml":
+        assert not mqtt & set(services.stdout.split())
 
 
 def stack_config(path: Path, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -114,6 +117,10 @@ def test_stack_config_accepts(rendered, case, tmp_path):
     assert merged["version"] == "3.8"
     for key, secret in merged["secrets"].items():  # named with the hash of their content
         assert secret["name"] == result.swarm_secret_names[key]
+    assert {"mqtt", "historian", "processor", "fleet", "web"} <= set(merged["services"])
+    for key, config in merged["configs"].items():  # mosquitto.conf and Grafana's files alike
+        assert config["name"] == result.swarm_config_names[key]
+    assert "mosquitto_conf" in merged["configs"]
 
 
 def test_stack_config_refuses_what_swarm_does_not_take(rendered, tmp_path):
