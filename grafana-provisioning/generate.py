@@ -34,6 +34,10 @@ def _measurement() -> str:
 
 
 M = f'"{_measurement()}"'
+# The processor's aggregates as the historian stores them (docs/mqtt.md, Storage): tags district and type,
+# fields mean, min, max, n, time = the aggregate's ts. A fixed name, like the agg/ topics.
+DISTRICT_M = '"district"'
+DISTRICT_FILTER = '"type" =~ /^$type$/ AND "district" =~ /^$district$/'
 # The two template variables, in Grafana's regex form: one value `/^temp$/`, several `/^(a|b)$/`,
 # All = allValue `.*` (not the list of every sensor: a regex of thousands of ids stays out of queries).
 FILTER = '"type" =~ /^$type$/ AND "sensor_id" =~ /^$sensor$/'
@@ -69,13 +73,18 @@ def stat_options(fields: str = "") -> dict:
             "colorMode": "value", "graphMode": "none", "textMode": "value"}
 
 
-def variable(name: str, label: str, query: str) -> dict:
-    return {
+def variable(name: str, label: str, query: str, multi: bool = True, current: str | None = None) -> dict:
+    """A query variable: multi-value with All (allValue `.*`), or one value at a time (CURRENT first)."""
+    out = {
         "name": name, "label": label, "type": "query", "datasource": DATASOURCE,
         "query": query, "definition": query, "refresh": 2,  # 2: on time range change
-        "multi": True, "includeAll": True, "allValue": ".*", "sort": 1, "regex": "",
+        "multi": multi, "includeAll": multi, "allValue": ".*", "sort": 1, "regex": "",
         "current": {"selected": True, "text": ["All"], "value": ["$__all"]}, "options": [],
     }
+    if not multi:
+        del out["allValue"]
+        out["current"] = {"selected": True, "text": current, "value": current}
+    return out
 
 
 def dashboard(uid: str, title: str, description: str, panels: list[dict], variables: list[dict]) -> dict:
@@ -177,10 +186,57 @@ def service_health() -> dict:
                      "user may not read it.", panels, [])
 
 
+def districts() -> dict:
+    latest = (f'SELECT "mean", "min", "max", "n" FROM {DISTRICT_M} WHERE {DISTRICT_FILTER} AND $timeFilter '
+              'GROUP BY "district" ORDER BY time DESC LIMIT 1')  # LIMIT is per series: each district's newest
+    legend = {"legend": {"displayMode": "table", "placement": "right", "calcs": ["lastNotNull", "min", "max"]}}
+    panels = [
+        panel(1, "timeseries", "Mean $type per district", (0, 0, 16, 10), [target(
+            f'SELECT mean("mean") FROM {DISTRICT_M} WHERE {DISTRICT_FILTER} AND $timeFilter '
+            'GROUP BY time($__interval), "district" fill(none)', alias="$tag_district")],
+            "The processor's sliding-window mean (each station's latest value in the window, one station "
+            "once), one line per district; averaged per $__interval.", options=legend),
+        panel(2, "stat", "Stations reporting (latest)", (16, 0, 8, 10), [target(
+            f'SELECT sum("last") AS "stations" FROM (SELECT last("n") FROM {DISTRICT_M} WHERE {DISTRICT_FILTER} '
+            'AND $timeFilter GROUP BY "district")')],
+            "Stations in the selected districts' latest aggregates in the time range (each district's n, "
+            "summed). A district whose window emptied keeps its last n here: the processor clears its topic and "
+            "the historian stores nothing for it (docs/mqtt.md).",
+            unit="short", options=stat_options()),
+        panel(3, "table", "Latest per district", (0, 10, 12, 11), [target(latest, fmt="table")],
+            "Each district's newest aggregate of $type: mean, min and max of its stations' latest values, n "
+            "stations, and when (the newest reading in its window).",
+            transformations=[{"id": "merge", "options": {}},
+                             {"id": "organize", "options": {"indexByName": {
+                                 "district": 0, "mean": 1, "min": 2, "max": 3, "n": 4, "Time": 5}}},
+                             {"id": "sortBy", "options": {"sort": [{"field": "district", "desc": False}]}}],
+            overrides=[{"matcher": {"id": "byName", "options": "Time"},
+                        "properties": [{"id": "unit", "value": "dateTimeFromNow"},
+                                       {"id": "displayName", "value": "updated"}]}]),
+        panel(4, "timeseries", "Stations reporting (n) per district", (12, 10, 12, 11), [target(
+            f'SELECT min("n") FROM {DISTRICT_M} WHERE {DISTRICT_FILTER} AND $timeFilter '
+            'GROUP BY time($__interval), "district" fill(none)', alias="$tag_district")],
+            "How many stations each district's aggregate was made of (n), the lowest per $__interval: a "
+            "station that stops reporting leaves its district's window and shows here as a step down.",
+            unit="short", options={"legend": {"displayMode": "list", "placement": "bottom"}}),
+    ]
+    variables = [
+        # One type at a time: °C, % and hPa on one axis would mean nothing.
+        variable("type", "Type", f'SHOW TAG VALUES FROM {DISTRICT_M} WITH KEY = "type"', multi=False, current="temp"),
+        variable("district", "District",
+                 f'SHOW TAG VALUES FROM {DISTRICT_M} WITH KEY = "district" WHERE "type" =~ /^$type$/'),
+    ]
+    return dashboard("iot-districts", "Toulouse districts",
+                     "The district processor's aggregates (agg/{district}/{type}, stored by the historian in "
+                     "measurement district): per district, the mean, min and max of its stations' latest values "
+                     "over a sliding window, and how many stations reported.", panels, variables)
+
+
 def generate() -> dict[str, str]:
     """File name -> JSON text, exactly as committed."""
     return {name: json.dumps(board, indent=2, ensure_ascii=False) + "\n"
-            for name, board in (("overview.json", overview()), ("service-health.json", service_health()))}
+            for name, board in (("overview.json", overview()), ("service-health.json", service_health()),
+                                ("districts.json", districts()))}
 
 
 def main(argv: list[str]) -> int:

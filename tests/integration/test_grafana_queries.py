@@ -9,7 +9,12 @@ form) and as the absolute millisecond range the backend sends (`time > Xms and t
 one value (`temp`, regex-escaped), several (`(a|b)`), and All (the variable's allValue `.*`). Each
 panel must return the series it is drawn from: non-empty, with the columns (and group-by tags) the
 panel's alias, transformations and overrides refer to. Panels repeated over a variable run with each
-single value, as Grafana repeats them. A typo in a query fails (shown by a broken copy below).
+single value, as Grafana repeats them, and so do panels of a single-value variable (the districts'
+Type). A typo in a query fails (shown by a broken copy below).
+
+The districts dashboard reads the processor's aggregates, measurement `district` (docs/mqtt.md): the
+module writes those points itself (what the historian stores), with numbers chosen so the panels'
+answers are exact.
 """
 from __future__ import annotations
 
@@ -32,6 +37,11 @@ COUNT = 5
 PREFIX = "graf-"
 SENSORS = [f"{PREFIX}{i:04d}" for i in range(1, DEVICES + 1)]
 STALE = "stale-0001"  # one temp reading 30 minutes old, through the api: not "active", still "seen"
+# The processor's aggregates: district -> types it has (blagnac: TH stations only, no pressure), and the
+# newest aggregate's n per district; AGG_POINTS per district and type, AGG_STEP_S apart, the newest now.
+DISTRICTS = {"q01": TYPES, "q02": TYPES, "blagnac": ["temp", "humidity"]}
+NEWEST_N = {"q01": 4, "q02": 2, "blagnac": 1}
+AGG_POINTS, AGG_STEP_S = 6, 50
 
 # What each panel draws: (dashboard uid, panel title) -> columns of every series, the tags it is grouped
 # by (the alias `$tag_x` and the merge transformations need them), and how to count its series.
@@ -48,6 +58,10 @@ EXPECT = {
     ("iot-service-health", "Sensors per type"): {"columns": ["time", "sensors"], "tags": ["type"]},
     ("iot-service-health", "Write rate (points per minute)"): {"columns": ["time", "points"], "tags": []},
     ("iot-service-health", "Points per type"): {"columns": ["time", "points"], "tags": ["type"]},
+    ("iot-districts", "Mean $type per district"): {"columns": ["time", "mean"], "tags": ["district"]},
+    ("iot-districts", "Stations reporting (latest)"): {"columns": ["time", "stations"], "tags": []},
+    ("iot-districts", "Latest per district"): {"columns": ["time", "mean", "min", "max", "n"], "tags": ["district"]},
+    ("iot-districts", "Stations reporting (n) per district"): {"columns": ["time", "min"], "tags": ["district"]},
 }
 
 
@@ -85,9 +99,9 @@ def time_filters() -> dict[str, str]:
 
 # Variable selections every query runs with: one value, several, All.
 SELECTIONS = {
-    "one": {"type": ["temp"], "sensor": [SENSORS[0]]},
-    "several": {"type": ["temp", "humidity"], "sensor": SENSORS[:2]},
-    "all": {"type": "All", "sensor": "All"},
+    "one": {"type": ["temp"], "sensor": [SENSORS[0]], "district": ["q01"]},
+    "several": {"type": ["temp", "humidity"], "sensor": SENSORS[:2], "district": ["q01", "blagnac"]},
+    "all": {"type": "All", "sensor": "All", "district": "All"},
 }
 
 
@@ -124,7 +138,30 @@ def filled(influxdb):
         assert status == 201, body
     finally:
         api.stop()
+    status, body = influxdb.write(db, "".join(f"district,district={d},type={t} {agg_fields(d, t, k)} {agg_ns(k)}\n"
+                                              for d, types in DISTRICTS.items() for t in types
+                                              for k in range(AGG_POINTS)))
+    assert status == 204, body
     return influxdb, db
+
+
+_NOW_NS = time.time_ns()
+
+
+def agg_ns(k: int) -> int:
+    """The time of the K-th newest aggregate (0: the newest)."""
+    return _NOW_NS - k * AGG_STEP_S * 1_000_000_000
+
+
+def agg_values(district: str, kind: str, k: int) -> tuple[float, float, float, int]:
+    """(mean, min, max, n) of the K-th newest aggregate of DISTRICT and KIND: distinct everywhere."""
+    mean = 10.0 * (1 + list(DISTRICTS).index(district)) + TYPES.index(kind) + k / 4
+    return mean, mean - 1.5, mean + 2.25, NEWEST_N[district] + k % 2
+
+
+def agg_fields(district: str, kind: str, k: int) -> str:
+    mean, lo, hi, n = agg_values(district, kind, k)
+    return f"max={hi},mean={mean},min={lo},n={n}i"
 
 
 def run(filled, query: str) -> list[dict]:
@@ -156,8 +193,9 @@ def test_panel_query_returns_its_series(filled, board_file, title, ref, selectio
     assert target["datasource"]["uid"] == panel["datasource"]["uid"] == "iot-influxdb"
     assert target["rawQuery"] is True and target["resultFormat"] in ("time_series", "table")
     variables = dict(SELECTIONS[selection])
+    single_type = any(v["name"] == "type" and not v["multi"] for v in board["templating"]["list"])
     repeats = [[v] for v in (TYPES if variables["type"] == "All" else variables["type"])] \
-        if panel.get("repeat") == "type" else [variables["type"]]
+        if panel.get("repeat") == "type" or single_type else [variables["type"]]
     for value in repeats:  # a repeated panel: one copy per value of its variable
         q = expand(target["query"], dict(variables, type=value), time_filters()[time_form])
         series = run(filled, q)
@@ -200,6 +238,16 @@ def _check_content(uid: str, title: str, series: list[dict], variables: dict, fi
     elif title == "Sensors per type":
         counts = {s["tags"]["type"]: s["values"][0][1] for s in series}
         assert counts == {t: len(SENSORS) + (t == "temp") for t in TYPES}
+    elif uid == "iot-districts":
+        (kind,) = types  # one type at a time
+        districts = [d for d in _selected(variables, "district", list(DISTRICTS)) if kind in DISTRICTS[d]]
+        if title in ("Mean $type per district", "Stations reporting (n) per district"):
+            assert {s["tags"]["district"] for s in series} == set(districts)
+        elif title == "Latest per district":
+            got = {s["tags"]["district"]: s["values"] for s in series}
+            assert got == {d: [[got[d][0][0], *agg_values(d, kind, 0)]] for d in districts}
+        elif title == "Stations reporting (latest)":
+            assert series[0]["values"][0][1] == sum(NEWEST_N[d] for d in districts)
 
 
 @pytest.mark.parametrize("selection", sorted(SELECTIONS))
@@ -216,14 +264,18 @@ def test_template_variable_queries_return_their_values(filled, selection):
             elif var["name"] == "sensor":  # filtered by $type
                 types = _selected(SELECTIONS[selection], "type", TYPES)
                 assert values == set(SENSORS) | ({STALE} if "temp" in types else set()), q
+            elif var["name"] == "district":  # filtered by $type
+                types = _selected(SELECTIONS[selection], "type", TYPES)
+                assert values == {d for d, have in DISTRICTS.items() if set(types) & set(have)}, q
             else:
                 pytest.fail(f"no expectation for template variable {var['name']}")
 
 
 def test_the_dashboards_have_variables_and_panels():
     boards = {b["uid"]: b for b in load_dashboards().values()}
-    assert set(boards) == {"iot-overview", "iot-service-health"}
+    assert set(boards) == {"iot-overview", "iot-service-health", "iot-districts"}
     assert [v["name"] for v in boards["iot-overview"]["templating"]["list"]] == ["type", "sensor"]
+    assert [v["name"] for v in boards["iot-districts"]["templating"]["list"]] == ["type", "district"]
     assert len(panel_cases()) == len(EXPECT)
 
 
@@ -246,3 +298,17 @@ def test_a_query_typo_fails_the_suite(filled, typo):
     q = expand(broken, SELECTIONS["one"], time_filters()["relative"])
     with pytest.raises((RuntimeError, AssertionError)):
         check_series(run(filled, q), EXPECT[("iot-overview", "Time since last seen")], q)
+
+
+@pytest.mark.parametrize("typo", [('"district" =~', '"distrcit" =~'), ("DESC", "DSC"), ('"n"', '"nn"')])
+def test_a_district_query_typo_fails_the_suite(filled, typo):
+    """The same for the districts' table: a wrong tag, keyword or field is caught."""
+    board = load_dashboards()["districts.json"]
+    panel = next(p for p in board["panels"] if p["title"] == "Latest per district")
+    broken = panel["targets"][0]["query"].replace(*typo, 1)
+    assert broken != panel["targets"][0]["query"]
+    q = expand(broken, SELECTIONS["one"], time_filters()["relative"])
+    with pytest.raises((RuntimeError, AssertionError)):
+        series = run(filled, q)
+        check_series(series, EXPECT[("iot-districts", "Latest per district")], q)
+        _check_content("iot-districts", "Latest per district", series, SELECTIONS["one"], filled)

@@ -78,9 +78,9 @@ def grafana_services(result) -> dict[str, dict]:
 # -- the files ------------------------------------------------------------------------------------
 def test_every_file_parses_and_nothing_else_is_there():
     files = sorted(p.relative_to(PROV).as_posix() for p in PROV.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
-    assert files == ["dashboards/overview.json", "dashboards/provider.yaml", "dashboards/service-health.json",
-                     "datasources/influxdb.yaml", "generate.py"]
-    assert datasource() and provider() and len(dashboards()) == 2
+    assert files == ["dashboards/districts.json", "dashboards/overview.json", "dashboards/provider.yaml",
+                     "dashboards/service-health.json", "datasources/influxdb.yaml", "generate.py"]
+    assert datasource() and provider() and len(dashboards()) == 3
 
 
 def test_datasource_has_the_fields_grafana_requires():
@@ -147,6 +147,37 @@ def test_overview_has_what_the_issue_asks_for():
         assert var["multi"] and var["includeAll"], var["name"]
 
 
+def test_districts_has_what_the_issue_asks_for():
+    """Issue 12 item 6: variables Type and District, mean per district over time, the latest
+    mean/min/max/n per district, stations reporting (n); all from the processor's aggregates."""
+    board = dashboards()["districts.json"]
+    assert (board["uid"], board["title"]) == ("iot-districts", "Toulouse districts")
+    kind, district = board["templating"]["list"]
+    assert (kind["name"], kind["label"], district["name"], district["label"]) == ("type", "Type", "district", "District")
+    # One type at a time (their units differ), any set of districts.
+    assert not kind["multi"] and not kind["includeAll"] and kind["current"]["value"] == "temp"
+    assert district["multi"] and district["includeAll"] and district["allValue"] == ".*"
+    assert 'FROM "district"' in kind["query"] and 'FROM "district"' in district["query"]
+    panels = {p["title"]: p for p in board["panels"]}
+    assert set(panels) == {"Mean $type per district", "Latest per district", "Stations reporting (n) per district",
+                           "Stations reporting (latest)"}
+    for p in board["panels"]:
+        (t,) = p["targets"]
+        assert '"type" =~ /^$type$/ AND "district" =~ /^$district$/ AND $timeFilter' in t["query"], p["title"]
+    mean = panels["Mean $type per district"]["targets"][0]
+    assert 'mean("mean")' in mean["query"] and mean["query"].endswith('"district" fill(none)')
+    assert mean["alias"] == "$tag_district"
+    latest = panels["Latest per district"]
+    assert latest["targets"][0]["resultFormat"] == "table"
+    assert 'SELECT "mean", "min", "max", "n"' in latest["targets"][0]["query"]
+    assert 'GROUP BY "district" ORDER BY time DESC LIMIT 1' in latest["targets"][0]["query"]
+    assert [t["id"] for t in latest["transformations"]] == ["merge", "organize", "sortBy"]
+    assert '"n"' in panels["Stations reporting (n) per district"]["targets"][0]["query"]
+    # The measurement is the one docs/mqtt.md says the historian stores the aggregates in.
+    assert "Aggregates: measurement `district`, tags `district`, `type`, fields `mean`, `min`, `max`, `n`" in \
+        (ROOT / "docs" / "mqtt.md").read_text()
+
+
 def test_committed_dashboards_are_the_generated_ones():
     generated = generator().generate()
     assert sorted(generated) == [p.name for p in DASHBOARD_FILES]
@@ -158,9 +189,11 @@ def test_dashboards_query_the_measurement_of_every_env():
     for env in render.list_envs():
         measurement = render.load_values(env)["influxdb"]["measurement"]
         for name, board in dashboards().items():
+            # The districts' board reads the processor's aggregates (a fixed measurement, docs/mqtt.md).
+            want = "district" if name == "districts.json" else measurement
             for p in board["panels"]:
                 for t in p["targets"]:
-                    assert f'FROM "{measurement}"' in t["query"], f"{env}: {name} {p['title']}"
+                    assert f'FROM "{want}"' in t["query"], f"{env}: {name} {p['title']}"
 
 
 # -- the wiring into the stacks -------------------------------------------------------------------
