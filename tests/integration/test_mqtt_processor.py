@@ -317,3 +317,41 @@ def test_no_publication_before_the_warm_up_and_bad_credentials_are_retried(start
         password_file.unlink()
     finally:
         influx.close()
+
+
+def test_a_broker_restart_is_survived(influxdb, db_name, names):
+    """A broker of its own, killed and started again under the processor (with nothing saved, so the
+    retained aggregate is lost): the processor reconnects, subscribes again and republishes its state."""
+    own = MosquittoServer(overrides={"mqtt.autosave_interval": 3600})  # no save before the kill
+    made: list[Client] = []
+    proc = None
+    try:
+        d1, (a, *_) = names["d1"], names["s"]
+        proc = Processor(own, influxdb.url, db_name, {})
+        proc.wait_log("warm-up: 0 values")
+        fleet = Client(own, "fleet")
+        made.append(fleet)
+        fleet.publish(f"iot/{d1}/{a}/temp", reading(a, "temp", 21.0, now_ms() - timedelta(seconds=2)))
+        watch = Client(own, "web", "agg/#")
+        made.append(watch)
+        wait_for(watch, f"agg/{d1}/temp", lambda p: p["mean"] == 21.0, "before the restart")
+        for c in made:
+            c.close()
+        own.restart(signal.SIGKILL)
+        proc.wait_log("disconnected from the broker")
+        # A new subscriber sees the aggregate again (republished on reconnection), then a new reading.
+        watch = Client(own, "web", "agg/#")
+        fleet = Client(own, "fleet")
+        made[:] = [watch, fleet]
+        wait_until(lambda: watch.latest(f"agg/{d1}/temp"), 15, "the aggregate republished after the restart")
+        fleet.publish(f"iot/{d1}/{a}/temp", reading(a, "temp", 23.0, now_ms() - timedelta(seconds=1)))
+        wait_for(watch, f"agg/{d1}/temp", lambda p: p["mean"] == 23.0, "a reading after the restart")
+        code, _ = proc.stop()
+        assert code == 0, proc.log()
+    finally:
+        for c in made:
+            c.close()
+        if proc:
+            proc.stop()
+            proc.log_path.unlink(missing_ok=True)
+        own.close()
