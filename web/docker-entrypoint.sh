@@ -9,10 +9,12 @@
 #   MQTT_WEB_USERNAME       the broker's read-only web user (required)
 #   MQTT_WEB_PASSWORD_FILE  file holding its password (default /run/secrets/mqtt_web_password)
 #   WEB_BIND                address to listen on (default: all; the tests use 127.0.0.1)
+#   WEB_RESOLVER            DNS server nginx asks for the broker's name (default: /etc/resolv.conf's first
+#                           nameserver, Docker's 127.0.0.11 in a container)
 #   WEB_ROOT                the site (default /usr/share/iot-web)
 #   WEB_TEMPLATE            the template (default /etc/iot-web/nginx.conf.template)
 #   WEB_RUN_DIR             where nginx.conf, config.json, the pid and temp files go (default /tmp)
-#   NGINX                   the nginx binary (default nginx)
+#   WEB_NGINX               the nginx binary (default nginx; not NGINX, which nginx itself reads)
 # The same script runs natively in tests/integration/test_web_page.py with these paths overridden.
 # A missing or bad setting: one line on stderr, exit 64.
 set -eu
@@ -26,7 +28,7 @@ WEB_ROOT=${WEB_ROOT:-/usr/share/iot-web}
 WEB_TEMPLATE=${WEB_TEMPLATE:-/etc/iot-web/nginx.conf.template}
 WEB_RUN_DIR=${WEB_RUN_DIR:-/tmp}
 WEB_BIND=${WEB_BIND:-}
-NGINX=${NGINX:-nginx}
+WEB_NGINX=${WEB_NGINX:-nginx}
 MQTT_WEB_PASSWORD_FILE=${MQTT_WEB_PASSWORD_FILE:-/run/secrets/mqtt_web_password}
 
 is_port() {
@@ -69,6 +71,17 @@ else
     WEB_LISTEN=$WEB_PORT
 fi
 
+if [ -z "${WEB_RESOLVER:-}" ]; then
+    WEB_RESOLVER=$(sed -n 's/^[[:space:]]*nameserver[[:space:]]\{1,\}\([^[:space:]]*\).*/\1/p' /etc/resolv.conf 2>/dev/null | head -n 1)
+    WEB_RESOLVER=${WEB_RESOLVER:-127.0.0.11}
+fi
+case $WEB_RESOLVER in
+    *:*:*) WEB_RESOLVER="[$WEB_RESOLVER]" ;;  # IPv6: nginx wants it in brackets
+esac
+case $WEB_RESOLVER in
+    '' | *[!0-9A-Za-z.:_\[\]-]*) die "WEB_RESOLVER='$WEB_RESOLVER' is not an address (e.g. 127.0.0.11)" ;;
+esac
+
 [ -n "${MQTT_WEB_USERNAME:-}" ] || die "MQTT_WEB_USERNAME is not set (the broker's read-only web user)"
 [ -r "$MQTT_WEB_PASSWORD_FILE" ] && [ -f "$MQTT_WEB_PASSWORD_FILE" ] \
     || die "MQTT_WEB_PASSWORD_FILE='$MQTT_WEB_PASSWORD_FILE' is not a readable file"
@@ -95,7 +108,7 @@ check_path WEB_RUN_DIR "$WEB_RUN_DIR"
 [ -f "$WEB_ROOT/index.html" ] || die "WEB_ROOT='$WEB_ROOT' has no index.html"
 [ -r "$WEB_TEMPLATE" ] || die "WEB_TEMPLATE='$WEB_TEMPLATE' is not readable"
 [ -d "$WEB_RUN_DIR" ] && [ -w "$WEB_RUN_DIR" ] || die "WEB_RUN_DIR='$WEB_RUN_DIR' is not a writable folder"
-command -v "$NGINX" >/dev/null 2>&1 || die "NGINX='$NGINX' not found"
+command -v "$WEB_NGINX" >/dev/null 2>&1 || die "WEB_NGINX='$WEB_NGINX' not found"
 
 # Readable by nginx's workers whatever user they run as: the file is served to anyone anyway.
 umask 022
@@ -108,9 +121,10 @@ mv -f "$WEB_RUN_DIR/config.json.new" "$WEB_RUN_DIR/config.json"
 sed -e "s|\${WEB_LISTEN}|$WEB_LISTEN|g" \
     -e "s|\${WEB_ROOT}|$WEB_ROOT|g" \
     -e "s|\${WEB_RUN_DIR}|$WEB_RUN_DIR|g" \
+    -e "s|\${WEB_RESOLVER}|$WEB_RESOLVER|g" \
     -e "s|\${MQTT_WS_UPSTREAM}|$MQTT_WS_UPSTREAM|g" \
     "$WEB_TEMPLATE" >"$WEB_RUN_DIR/nginx.conf.new"
 mv -f "$WEB_RUN_DIR/nginx.conf.new" "$WEB_RUN_DIR/nginx.conf"
 
 printf 'web: listening on %s, /mqtt -> %s, broker user %s\n' "$WEB_LISTEN" "$MQTT_WS_UPSTREAM" "$MQTT_WEB_USERNAME" >&2
-exec "$NGINX" -e stderr -c "$WEB_RUN_DIR/nginx.conf"
+exec "$WEB_NGINX" -e stderr -c "$WEB_RUN_DIR/nginx.conf"

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -61,7 +62,7 @@ class WebServer:
                         MQTT_WEB_USERNAME=broker.credentials("web")[0],
                         MQTT_WEB_PASSWORD_FILE=str(broker.password_path("web")),
                         WEB_ROOT=str(WEB / "site"), WEB_TEMPLATE=str(WEB / "nginx.conf.template"),
-                        WEB_RUN_DIR=str(self.run_dir), NGINX=NGINX, **(env or {}))
+                        WEB_RUN_DIR=str(self.run_dir), WEB_NGINX=NGINX, **(env or {}))
         log = open(self.run_dir / "web.log", "ab")
         self.proc = subprocess.Popen([str(WEB / "docker-entrypoint.sh")], env=self.env, stdout=log,
                                      stderr=subprocess.STDOUT)
@@ -213,6 +214,8 @@ def test_nginx_routes_and_headers(web, broker):
         packed = resp.read()
     assert gzip.decompress(packed) == (WEB / "site" / "vendor" / "mqtt.min.js").read_bytes()
     assert len(packed) < 150_000
+    # nginx started cleanly (it does start despite an [emerg] about, e.g., a stray NGINX variable).
+    assert not re.search(r"\[(emerg|alert|crit)\]", web.log()), web.log()
 
 
 def test_broker_refuses_wrong_password_and_anonymous_through_nginx(web, broker):

@@ -25,7 +25,7 @@ def settings(tmp_path):
     return {"PATH": os.environ["PATH"], "WEB_PORT": "8080", "MQTT_WS_UPSTREAM": "mosquitto:9001",
             "MQTT_WEB_USERNAME": "iot_web", "MQTT_WEB_PASSWORD_FILE": str(password),
             "WEB_ROOT": str(WEB / "site"), "WEB_TEMPLATE": str(WEB / "nginx.conf.template"),
-            "WEB_RUN_DIR": str(run), "NGINX": "true"}  # `true` instead of nginx: render, then exit 0
+            "WEB_RUN_DIR": str(run), "WEB_NGINX": "true"}  # `true` instead of nginx: render, then exit 0
 
 
 def entrypoint(env: dict) -> subprocess.CompletedProcess:
@@ -45,7 +45,8 @@ def entrypoint(env: dict) -> subprocess.CompletedProcess:
     ({"WEB_ROOT": "relative/site"}, "WEB_ROOT='relative/site' is not an absolute path"),
     ({"WEB_ROOT": "/tmp"}, "has no index.html"),
     ({"WEB_RUN_DIR": "/nonexistent"}, "WEB_RUN_DIR='/nonexistent' is not a writable folder"),
-    ({"NGINX": "/nonexistent/nginx"}, "NGINX='/nonexistent/nginx' not found"),
+    ({"WEB_RESOLVER": "8.8.8.8 valid=1s"}, "WEB_RESOLVER='8.8.8.8 valid=1s' is not an address"),
+    ({"WEB_NGINX": "/nonexistent/nginx"}, "WEB_NGINX='/nonexistent/nginx' not found"),
 ])
 def test_a_bad_setting_is_one_clear_line_and_exit_64(settings, change, named):
     env = {k: v for k, v in {**settings, **change}.items() if v is not None}
@@ -79,9 +80,19 @@ def test_the_rendered_configuration_is_complete_and_nginx_accepts_it(settings):
     assert entrypoint(settings).returncode == 0
     conf = (Path(settings["WEB_RUN_DIR"]) / "nginx.conf").read_text()
     assert "${WEB_" not in conf and "${MQTT_" not in conf  # every placeholder replaced
-    assert "listen 127.0.0.1:8080;" in conf and "server 127.0.0.1:9001;" in conf
+    assert "listen 127.0.0.1:8080;" in conf and "set $mqtt_upstream 127.0.0.1:9001;" in conf
     assert f"root {WEB / 'site'};" in conf and f"pid {settings['WEB_RUN_DIR']}/nginx.pid;" in conf
     assert "$http_upgrade" in conf and "${request_time}" in conf  # nginx's own variables untouched
+    # The broker's name is resolved per connection, by the container's DNS (resolv.conf's first nameserver).
+    nameservers = [line.split()[1] for line in Path("/etc/resolv.conf").read_text().splitlines()
+                   if line.split()[:1] == ["nameserver"]] if Path("/etc/resolv.conf").exists() else []
+    resolver = nameservers[0] if nameservers else "127.0.0.11"
+    assert f"resolver {f'[{resolver}]' if ':' in resolver else resolver} valid=10s ipv6=off;" in conf
+    settings["WEB_RESOLVER"] = "::1"
+    assert entrypoint(settings).returncode == 0
+    assert "resolver [::1] valid=10s" in (Path(settings["WEB_RUN_DIR"]) / "nginx.conf").read_text()
+    settings["WEB_RESOLVER"] = "127.0.0.11"
+    assert entrypoint(settings).returncode == 0
     if not os.path.exists(NGINX):
         pytest.skip(f"{NGINX} not found (Debian's nginx-light): the syntax check needs it")
     check = subprocess.run([NGINX, "-t", "-e", "stderr", "-c", str(Path(settings["WEB_RUN_DIR"]) / "nginx.conf")],
