@@ -37,7 +37,7 @@ def slug(name: str) -> str:
 
 def sensor_ids(stations_raw: list[dict]) -> dict[str, str]:
     """id_nom -> sensor id. `tls-{id_numero}`, except that id_numero is not unique in the source (77
-    stations, 63 numbers: a full ISS station and its TH satellites share one, e.g. 63 is
+    stations, 61 numbers: a full ISS station and its TH satellites share one, e.g. 63 is
     LIFE-marechal-juin (ISS), LIFE-soufflot and LIFE-debut-soufflot (TH)). The ISS of such a group
     keeps `tls-{n}`; each other member gets `tls-{n}-{place}`, its place from id_nom, slugged."""
     by_number: dict[int, list[dict]] = {}
