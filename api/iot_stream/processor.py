@@ -215,15 +215,23 @@ class Processor:
             self.events.put(("subscribed", None, None))
 
     def _on_message(self, client, userdata, msg):
-        self.events.put(("message", msg.topic, msg.payload))
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:  # paho raises on access; an exception here would end its thread
+            topic = msg._topic.decode(errors="replace")  # U+FFFD: refused later as an invalid topic
+        self.events.put(("message", topic, msg.payload))
 
     # the main thread: everything below.
     def handle(self, kind: str, topic, payload) -> None:
         if kind == "message":
-            if topic.startswith("meta/sensors/"):
-                self.on_meta(topic, payload)
-            else:
-                self.on_reading(topic, payload)
+            try:
+                if topic.startswith("meta/sensors/"):
+                    self.on_meta(topic, payload)
+                else:
+                    self.on_reading(topic, payload)
+            except Exception:  # a message must never stop the processor: counted and logged
+                self.counts["errors"] += 1
+                log.exception("unexpected error on a message of %s", topic[:200])
         elif kind == "connected":
             self.connected = True
             log.info("connected to %s:%s as %s", self.settings.broker.host, self.settings.broker.port,
@@ -325,7 +333,7 @@ class Processor:
 
     def stats(self) -> str:
         keys = ("readings", "accepted", "stale", "late", "invalid", "meta", "invalid_meta", "warmup_accepted",
-                "published", "cleared")
+                "published", "cleared", "errors")
         return " ".join(f"{k}={self.counts[k]}" for k in keys) + f" sensors_in_window={len(self.windows)}"
 
     def run(self) -> None:

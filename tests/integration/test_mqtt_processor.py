@@ -233,6 +233,7 @@ def test_invalid_readings_are_ignored_counted_and_sigterm_exits_0(start_processo
         (f"iot/{d1}/{a}/temp", json.dumps(reading(b, "temp", 50.0, t)).encode()),  # topic's sensor differs
         (f"iot/{d1}/{a}/temp", json.dumps([reading(a, "temp", 50.0, t)]).encode()),  # an array
         (f"iot/{d1}/{a}", json.dumps(reading(a, "temp", 50.0, t)).encode()),  # topic without type
+        (f"iot/{d1}/{a}/temp", json.dumps(reading(a, "temp", "9" * 300_000, t)).encode()),  # oversized
     ]
     for topic, payload in bad:
         fleet.publish(topic, payload)
@@ -245,6 +246,7 @@ def test_invalid_readings_are_ignored_counted_and_sigterm_exits_0(start_processo
     assert took < 3, f"SIGTERM took {took:.1f}s"
     stopped = [line for line in proc.log().splitlines() if "stopped:" in line]
     assert stopped and f"invalid={len(bad)}" in stopped[0] and "accepted=1 " in stopped[0], proc.log()
+    assert "errors=0" in stopped[0] and "Traceback" not in proc.log(), proc.log()
 
 
 def test_warm_up_from_influxdb_gives_the_right_first_aggregate(start_processor, clients, names):
