@@ -323,6 +323,12 @@ def test_page_follows_readings_meta_and_aggregates(web, broker, browser):
         assert "%" in js(browser, "return document.getElementById('legend').textContent")
         select_type(browser, "temp")
 
+        # The processor clears an emptied district's aggregate (an empty retained payload): no data again.
+        processor.client.publish("agg/q01/temp", b"", qos=1, retain=True).wait_for_publish(5)
+        wait_until(lambda: js(browser, "return document.getElementById('district-q01').getAttribute('fill')") == grey,
+                   5, "q01 grey once its aggregate is cleared")
+        assert js(browser, "return document.querySelector('#district-row-q01 .mean').textContent") == "–"
+
         # Ages tick: the station's age grows without new messages.
         first = js(browser, f"return document.querySelector('{row} .age').textContent")
         wait_until(lambda: js(browser, f"return document.querySelector('{row} .age').textContent") != first, 3,

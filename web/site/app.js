@@ -309,7 +309,12 @@
     var parts = topic.split('/');
     var msg = parse(payload);
     var ok = false;
-    if (msg && parts.every(function (p) { return SEGMENT.test(p); })) {
+    if (!payload.length && parts[0] === 'agg' && parts.length === 3 && state.aggs[parts[1] + '/' + parts[2]]) {
+      // the processor clears a district's retained aggregate when its window empties: no data now
+      delete state.aggs[parts[1] + '/' + parts[2]];
+      districtRow(parts[1]);
+      ok = true;
+    } else if (msg && parts.every(function (p) { return SEGMENT.test(p); })) {
       if (parts[0] === 'iot' && parts.length === 4) { ok = onReading(parts, msg); }
       else if (parts[0] === 'meta' && parts[1] === 'sensors' && parts.length === 3) { ok = onMeta(msg); }
       else if (parts[0] === 'agg' && parts.length === 3) { ok = onAgg(parts, msg); }
