@@ -52,6 +52,15 @@ DEFAULT_CLIENT_ID = "iot-processor"
 READINGS, META = "iot/#", "meta/sensors/#"
 # docs/mqtt.md: q01..q20, or a commune's slug (lowercase ASCII, `-` for spaces and apostrophes).
 DISTRICT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}", re.ASCII)
+# What Toulouse's weather can be. A value outside is a sensor fault (the stations' -50 °C glitch), which
+# the historian stores as it came (the raw record) but which must not become a district's minimum or
+# drag its mean: it is left out of the windows and counted. Other types are taken as they come.
+PLAUSIBLE = {"temp": (-40.0, 60.0), "humidity": (0.0, 100.0), "pressure": (850.0, 1100.0)}
+
+
+def plausible(kind: str, value: float) -> bool:
+    lo, hi = PLAUSIBLE.get(kind, (float("-inf"), float("inf")))
+    return lo <= value <= hi
 STATS_EVERY_S = 60.0
 WARMUP_RETRY_S = 2.0
 _UNKNOWN = object()  # a published value the broker may have lost (after a reconnect): resend
@@ -256,8 +265,7 @@ class Processor:
             if self.counts["invalid"] <= 10 or log.isEnabledFor(logging.DEBUG):
                 log.warning("invalid reading on %s ignored: %s", topic[:200], str(exc)[:300])
             return
-        outcome = self.windows.add(district, sensor_id, kind, ts_ns, value, time.time_ns())
-        self.counts[outcome] += 1
+        self.counts[self._add(district, sensor_id, kind, ts_ns, value, time.time_ns())] += 1
 
     def on_meta(self, topic: str, payload: bytes) -> None:
         self.counts["meta"] += 1
@@ -273,7 +281,13 @@ class Processor:
         self.districts[sensor_id] = district
         for key in [k for k in self.pending if k[0] == sensor_id]:
             ts_ns, value = self.pending.pop(key)
-            self.counts["warmup_" + self.windows.add(district, sensor_id, key[1], ts_ns, value, time.time_ns())] += 1
+            self.counts["warmup_" + self._add(district, sensor_id, key[1], ts_ns, value, time.time_ns())] += 1
+
+    def _add(self, district: str, sensor_id: str, kind: str, ts_ns: int, value: float, now_ns: int) -> str:
+        """Into the windows, unless implausible; the outcome counted (accepted, stale, late, implausible)."""
+        if not plausible(kind, value):
+            return "implausible"
+        return self.windows.add(district, sensor_id, kind, ts_ns, value, now_ns)
 
     def on_warmup(self, rows: list[tuple[str, str, int, float]]) -> None:
         now = time.time_ns()
@@ -282,7 +296,7 @@ class Processor:
             if district is None:  # its meta message may still come
                 self.pending[(sensor_id, kind)] = (ts_ns, value)
             else:
-                self.counts["warmup_" + self.windows.add(district, sensor_id, kind, ts_ns, value, now)] += 1
+                self.counts["warmup_" + self._add(district, sensor_id, kind, ts_ns, value, now)] += 1
         self.warmed = True
         log.info("warm-up: %d values from InfluxDB (%d waiting for their sensor's meta message)",
                  len(rows), len(self.pending))
@@ -332,7 +346,7 @@ class Processor:
             return
 
     def stats(self) -> str:
-        keys = ("readings", "accepted", "stale", "late", "invalid", "meta", "invalid_meta", "warmup_accepted",
+        keys = ("readings", "accepted", "stale", "late", "implausible", "invalid", "meta", "invalid_meta", "warmup_accepted",
                 "published", "cleared", "errors")
         return " ".join(f"{k}={self.counts[k]}" for k in keys) + f" sensors_in_window={len(self.windows)}"
 

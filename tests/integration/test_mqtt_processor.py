@@ -200,7 +200,7 @@ def test_aggregates_per_district_newer_value_replaces_and_old_values_leave(start
     got = wait_for(watch, f"agg/{d1}/temp", lambda p: p["max"] == 20.0 and p["min"] == 14.0, "a's newer value")
     assert (got["mean"], got["n"], got["ts"]) == (17.0, 2, agg_ts(t0 + timedelta(seconds=3)))
     # An older reading of a (out of order, still in the window) does not replace its newest.
-    fleet.publish(f"iot/{d1}/{a}/temp", reading(a, "temp", 99.0, t0 + timedelta(seconds=2)))
+    fleet.publish(f"iot/{d1}/{a}/temp", reading(a, "temp", 29.0, t0 + timedelta(seconds=2)))
 
     # c's reading 10.5 s after t0 + 1 s moves the watermark: b's value (t0 + 1 s) leaves the window, and
     # a's humidity (t0) with it, which empties d1/humidity: its retained message is cleared.
@@ -209,7 +209,7 @@ def test_aggregates_per_district_newer_value_replaces_and_old_values_leave(start
     assert (got["mean"], got["min"], got["max"]) == (14.0, 14.0, 14.0)
     assert wait_for(watch, f"agg/{d2}/temp", lambda p: p["mean"] == 31.5, "c's newer value")["n"] == 1
     wait_until(lambda: watch.on(f"agg/{d1}/humidity")[-1] == (None, False), 10, "d1/humidity cleared")
-    assert all(p is None or p["max"] != 99.0 for p, _ in watch.on(f"agg/{d1}/temp"))
+    assert all(p is None or p["max"] != 29.0 for p, _ in watch.on(f"agg/{d1}/temp"))
 
     # Retained: a client that subscribes now gets each current aggregate at once, and none for d1/humidity.
     late = clients("web", "agg/#")
@@ -237,15 +237,18 @@ def test_invalid_readings_are_ignored_counted_and_sigterm_exits_0(start_processo
     ]
     for topic, payload in bad:
         fleet.publish(topic, payload)
+    # A sensor glitch (the fleet's -50 °C fault): a valid reading, stored by the historian, but no weather.
+    fleet.publish(f"iot/{d1}/{b}/temp", reading(b, "temp", -50.0, t))
     fleet.publish(f"iot/{d1}/{a}/temp", reading(a, "temp", 21.0, t))
     got = wait_for(watch, f"agg/{d1}/temp", lambda p: p["n"] == 1, "the valid reading")
-    assert got["mean"] == 21.0
+    assert got["mean"] == 21.0 and got["min"] == 21.0
     assert proc.proc.poll() is None  # still running after the bad ones
     code, took = proc.stop(signal.SIGTERM)
     assert code == 0, proc.log()
     assert took < 3, f"SIGTERM took {took:.1f}s"
     stopped = [line for line in proc.log().splitlines() if "stopped:" in line]
     assert stopped and f"invalid={len(bad)}" in stopped[0] and "accepted=1 " in stopped[0], proc.log()
+    assert "implausible=1 " in stopped[0], proc.log()
     assert "errors=0" in stopped[0] and "Traceback" not in proc.log(), proc.log()
 
 
@@ -271,7 +274,7 @@ def test_warm_up_from_influxdb_gives_the_right_first_aggregate(start_processor, 
                   (b, "temp", 18.0, now - timedelta(seconds=2)),
                   (c, "temp", 25.0, now - timedelta(seconds=1)),  # d2
                   (stale, "temp", 99.0, now - timedelta(seconds=60)),  # before the window
-                  (no_meta, "temp", 77.0, now - timedelta(seconds=2))]  # no meta message: no district
+                  (no_meta, "temp", 57.0, now - timedelta(seconds=2))]  # no meta message: no district
         status, body = influx.write(db, "".join(f"data,sensor_id={s},type={k} value={v} {ns(t)}\n"
                                                 for s, k, v, t in points))
         assert status == 204, body
@@ -292,7 +295,7 @@ def test_warm_up_from_influxdb_gives_the_right_first_aggregate(start_processor, 
         # The sensor without meta joins once its meta message comes.
         fleet.publish(f"meta/sensors/{no_meta}", {"sensor_id": no_meta, "district": d2}, retain=True)
         got = wait_for(watch, f"agg/{d2}/temp", lambda p: p["n"] == 2, "the late meta's sensor")
-        assert got["mean"] == 51.0
+        assert got["mean"] == 41.0
         for sensor in (a, b, c, stale, no_meta):  # leave no retained meta of this test behind
             fleet.publish(f"meta/sensors/{sensor}", b"", retain=True)
         password_file.unlink()
