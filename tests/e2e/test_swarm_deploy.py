@@ -32,6 +32,8 @@ from ops import render, secrets  # noqa: E402
 ENV = "test"
 STACK = "iot-test"
 DB_LABEL = "iot.influxdb"
+NODE_LABELS = (DB_LABEL, "iot.mqtt")  # the placements of InfluxDB and the broker
+OUR_IMAGES = ("iot/api", "iot/simulator", "iot/mosquitto", "iot/web")  # what `version` names in the stack
 NEW_VERSION = "0.1.1-e2e"
 BROKEN_VERSION = "0.1.2-e2e-broken"
 pytestmark = pytest.mark.usefixtures("docker_engine")
@@ -120,18 +122,21 @@ def one_node_swarm(offline_bases):
     if created:
         docker("swarm", "init", "--advertise-addr", "127.0.0.1")
     node = docker("info", "--format", "{{.Swarm.NodeID}}").strip()
-    had_label = DB_LABEL in docker("node", "inspect", "--format", "{{json .Spec.Labels}}", node)
+    labels = json.loads(docker("node", "inspect", "--format", "{{json .Spec.Labels}}", node) or "{}") or {}
+    had_labels = [label for label in NODE_LABELS if label in labels]
     cleanup(docker)  # a stack left by an interrupted run
     for tag in (NEW_VERSION, BROKEN_VERSION):
-        subprocess.run(["docker", "rmi", f"iot/api:{tag}"], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", *(f"{image}:{tag}" for image in OUR_IMAGES)], capture_output=True, check=False)
     yield node
     cleanup(docker)
     for tag in (NEW_VERSION, BROKEN_VERSION):
-        subprocess.run(["docker", "rmi", f"iot/api:{tag}"], capture_output=True, check=False)
+        subprocess.run(["docker", "rmi", *(f"{image}:{tag}" for image in OUR_IMAGES)], capture_output=True, check=False)
     if created:
         docker("swarm", "leave", "--force")
-    elif not had_label:
-        docker("node", "update", "--label-rm", DB_LABEL, node)
+    else:
+        for label in NODE_LABELS:
+            if label not in had_labels:
+                subprocess.run(["docker", "node", "update", "--label-rm", label, node], capture_output=True, check=False)
 
 
 @pytest.fixture(scope="module")
@@ -149,10 +154,15 @@ def test_deploy_converges_and_passes_its_smoke_test(deployed, docker, one_node_s
     assert f"labelled the only node {DB_LABEL}=true" in out or DB_LABEL in docker(
         "node", "inspect", "--format", "{{json .Spec.Labels}}", one_node_swarm)
     versions = service_versions(docker)
-    assert versions == {f"{STACK}_api": "iot/api:0.1.0", f"{STACK}_influxdb": "iot-base/influxdb:1.6.7"}
-    # InfluxDB is on the internal network only: nothing of it is published.
-    ports = docker("service", "inspect", "--format", "{{json .Endpoint.Ports}}", f"{STACK}_influxdb").strip()
-    assert ports in ("null", "[]")
+    assert versions == {f"{STACK}_api": "iot/api:0.1.0", f"{STACK}_influxdb": "iot-base/influxdb:1.6.7",
+                        f"{STACK}_mqtt": "iot/mosquitto:0.1.0", f"{STACK}_historian": "iot/api:0.1.0",
+                        f"{STACK}_processor": "iot/api:0.1.0", f"{STACK}_fleet": "iot/simulator:0.1.0",
+                        f"{STACK}_web": "iot/web:0.1.0"}
+    assert "iot.mqtt" in docker("node", "inspect", "--format", "{{json .Spec.Labels}}", one_node_swarm)
+    # InfluxDB and the broker are on the internal network only: nothing of them is published.
+    for name in ("influxdb", "mqtt"):
+        ports = docker("service", "inspect", "--format", "{{json .Endpoint.Ports}}", f"{STACK}_{name}").strip()
+        assert ports in ("null", "[]"), name
     print(f"first deploy: {took:.1f} s")
 
 
@@ -174,7 +184,8 @@ def test_status_lists_services_with_replicas_and_versions(deployed):
 def test_rolling_update_under_load_loses_nothing(deployed, docker):
     """A new api version (the same image re-tagged) while a bounded simulator runs: every generated
     reading is stored, exactly once (the api is stop-first here: one host-mode port on one node)."""
-    docker("tag", "iot/api:0.1.0", f"iot/api:{NEW_VERSION}")
+    for image in OUR_IMAGES:  # a release tags every image of ours (the MQTT services' too)
+        docker("tag", f"{image}:0.1.0", f"{image}:{NEW_VERSION}")
     prefix = f"roll{uuid.uuid4().hex[:6]}-"
     sim = subprocess.Popen(  # noqa: S603
         # 50 s of load (200 x 0.25 s): room for a deploy that is slow on a busy machine
@@ -207,6 +218,8 @@ def test_a_failing_healthcheck_is_rolled_back_and_deploy_names_the_service(deplo
     dockerfile = (f"FROM iot/api:{NEW_VERSION}\n"
                   'ENTRYPOINT ["/usr/bin/tini", "--", "sh", "-c", "API_PORT=1338 exec python -m iot_api"]\n')
     docker("build", "-q", "-t", f"iot/api:{BROKEN_VERSION}", "-", input_text=dockerfile)
+    for image in OUR_IMAGES[1:]:  # only the api image is broken
+        docker("tag", f"{image}:{NEW_VERSION}", f"{image}:{BROKEN_VERSION}")
     proc = iot("deploy", "--env", ENV, "--set", f"version={BROKEN_VERSION}", "--timeout", "150", check=False)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out[-3000:]
