@@ -39,11 +39,12 @@ from dataclasses import dataclass
 
 import orjson
 from iot_api import config as api_config
-from iot_api.readings import SENSOR_ID_PATTERN, InvalidBody, Limits, check_type, parse_body
+from iot_api.readings import SENSOR_ID_PATTERN, Limits, check_type
 from iot_api.timefmt import parse_rfc3339
 
-from . import mqtt
+from . import mqtt, reading
 from .influx_write import InfluxWriter, Unavailable
+from .reading import Invalid
 
 log = logging.getLogger("iot_stream.historian")
 
@@ -95,43 +96,9 @@ def load_settings(environ=os.environ) -> Settings:
     )
 
 
-class Invalid(Exception):
-    """A message that can never be stored: dead-lettered with `error` and `problems`."""
-
-    def __init__(self, error: str, problems: list[dict] | None = None):
-        super().__init__(error)
-        self.error = error
-        self.problems = problems or []
-
-
 def reading_line(topic: str, payload: bytes, limits: Limits) -> str:
-    """The line protocol of a reading on TOPIC, by iot_api.readings' rules plus MQTT's: one reading
-    object, `ts` required, the topic's sensor_id and type equal to the payload's. Raises Invalid."""
-    parts = topic.split("/")
-    if len(parts) != 4 or not all(parts):
-        raise Invalid("topic must be iot/{district}/{sensor_id}/{type}")
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise Invalid(f"malformed JSON: {exc}") from None
-    if type(doc) is not dict:
-        raise Invalid("payload must be one reading object (an MQTT message carries one reading)")
-    problems = [] if "ts" in doc else [{"index": None, "field": "ts", "message": "is required on MQTT"}]
-    try:
-        lines, _ = parse_body(payload, limits)
-    except InvalidBody as exc:
-        raise Invalid(exc.error if not problems else "the reading is invalid", problems + exc.problems) from None
-    if problems:
-        raise Invalid("the reading is invalid", problems)
-    line = lines[0]
-    # The line starts with its measurement and tags exactly as the topic's would: a cheap, exact check
-    # of both tags (an integer sensor id 63 and the topic's "63" are the same tag value).
-    if not line.startswith(f"{limits.measurement},sensor_id={parts[2]},type={parts[3]} "):
-        problems = [{"index": None, "field": field, "message": f"differs from the topic's {field} {want!r}"}
-                    for field, want in (("sensor_id", parts[2]), ("type", parts[3]))
-                    if str(doc.get(field)) != want]
-        raise Invalid("the topic and the payload disagree", problems)
-    return line
+    """The line protocol of a reading on TOPIC (reading.py: the api's rules plus MQTT's). Raises Invalid."""
+    return reading.parse(topic, payload, limits)[0]
 
 
 def aggregate_line(topic: str, payload: bytes, limits: Limits) -> str:
@@ -205,6 +172,7 @@ class _Batch:
         # second line (insertion order kept: the write is in arrival order).
         self.lines: dict[str, list[_Pending]] = {}
         self.letters: list[tuple[_Pending, object]] = []  # dead-lettered: (message, its publish's info)
+        self.nothing: list[_Pending] = []  # nothing to store (a cleared aggregate): acked with the batch
         self.size = 0
         self.started = 0.0
 
@@ -234,7 +202,7 @@ class Historian:
         self.connected = False
         self.subscribed = False
         self.failing_since: float | None = None
-        self.stats = dict.fromkeys(("received", "redelivered", "readings_stored", "aggregates_stored",
+        self.stats = dict.fromkeys(("received", "redelivered", "readings_stored", "aggregates_stored", "aggregates_cleared",
                                     "deadlettered", "acked", "stale_acks_skipped", "batches", "write_failures",
                                     "connects", "unacked_at_stop"), 0)
         self._last_beat = 0.0
@@ -337,6 +305,12 @@ class Historian:
         try:
             if len(msg.payload) > MAX_PAYLOAD:
                 raise Invalid(f"payload of {len(msg.payload)} bytes exceeds {MAX_PAYLOAD}")
+            if pending.aggregate and not msg.payload:
+                # The processor clears an emptied district's retained aggregate with an empty payload:
+                # no data in the window now, nothing to store (the last stored aggregate says when).
+                self.stats["aggregates_cleared"] += 1
+                batch.nothing.append(pending)
+                return
             if pending.aggregate:
                 line = aggregate_line(topic, msg.payload, self.settings.limits)
             elif topic.startswith("iot/"):
@@ -396,7 +370,7 @@ class Historian:
             kind = "aggregates_stored" if pendings[0].aggregate else "readings_stored"
             self.stats[kind] += 1
         self.stats["batches"] += 1
-        to_ack = [p for pendings in batch.lines.values() for p in pendings]
+        to_ack = [p for pendings in batch.lines.values() for p in pendings] + batch.nothing
         deadline = time.monotonic() + DEADLETTER_WAIT_S
         for pending, info in batch.letters:
             try:  # a dead letter the broker did not take (disconnected): its message is redelivered

@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import queue
-import re
 import signal
 import sys
 import threading
@@ -40,10 +39,12 @@ import orjson
 import paho.mqtt.client as mqtt
 from iot_api import config as api_config
 from iot_api.influx import quote_ident
-from iot_api.readings import InvalidBody, Limits, check_sensor_id, parse_body
+from iot_api.readings import Limits, check_sensor_id
 from iot_api.timefmt import NS_PER_S
 
 from . import mqtt as broker
+from . import reading
+from .reading import DISTRICT_RE, Invalid
 from .window import Key, Windows, changes
 
 log = logging.getLogger("iot_stream.processor")
@@ -51,7 +52,6 @@ log = logging.getLogger("iot_stream.processor")
 DEFAULT_CLIENT_ID = "iot-processor"
 READINGS, META = "iot/#", "meta/sensors/#"
 # docs/mqtt.md: q01..q20, or a commune's slug (lowercase ASCII, `-` for spaces and apostrophes).
-DISTRICT_RE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}", re.ASCII)
 # What Toulouse's weather can be. A value outside is a sensor fault (the stations' -50 °C glitch), which
 # the historian stores as it came (the raw record) but which must not become a district's minimum or
 # drag its mean: it is left out of the windows and counted. Other types are taken as they come.
@@ -64,10 +64,6 @@ def plausible(kind: str, value: float) -> bool:
 STATS_EVERY_S = 60.0
 WARMUP_RETRY_S = 2.0
 _UNKNOWN = object()  # a published value the broker may have lost (after a reconnect): resend
-
-
-class Invalid(Exception):
-    """A message that cannot be used; str() says why (for the log and the counters)."""
 
 
 class Settings:
@@ -100,27 +96,10 @@ def _seconds(environ, name: str, default: float, lo: float, hi: float) -> float:
 
 # -- messages --------------------------------------------------------------------------------------
 def parse_reading(topic: str, payload: bytes, limits: Limits) -> tuple[str, str, str, int, float]:
-    """(district, sensor_id, type, ts in ns, value) of a reading on MQTT, or Invalid: valid exactly
-    when POST /data would accept the payload as one reading, with `ts`, and the topic agrees."""
-    parts = topic.split("/")
-    if len(parts) != 4 or parts[0] != "iot":
-        raise Invalid("topic is not iot/{district}/{sensor_id}/{type}")
-    _, district, sensor_id, kind = parts
-    if not DISTRICT_RE.fullmatch(district):
-        raise Invalid("topic's district is not a district slug")
-    try:
-        lines, _ = parse_body(payload, limits)
-    except InvalidBody as exc:
-        raise Invalid("; ".join([exc.error] + [f"{p['field']} {p['message']}" for p in exc.problems])) from None
-    doc = orjson.loads(payload)  # valid JSON: parse_body took it
-    if type(doc) is not dict:
-        raise Invalid("payload is not one reading object")
-    if "ts" not in doc:
-        raise Invalid("ts is required on MQTT")
-    if check_sensor_id(doc["sensor_id"]) != sensor_id or doc["type"] != kind:
-        raise Invalid("topic's sensor_id or type differs from the payload's")
-    ts_ns = int(lines[0].rsplit(" ", 1)[1])  # the point's time exactly as it would be stored
-    return district, sensor_id, kind, ts_ns, float(doc["value"])
+    """(district, sensor_id, type, ts in ns, value) of a reading on MQTT (reading.py: the api's rules
+    plus MQTT's, the same judgement as the historian's), or Invalid."""
+    line, district, sensor_id, kind, doc = reading.parse(topic, payload, limits)
+    return district, sensor_id, kind, int(line.rsplit(" ", 1)[1]), float(doc["value"])  # ts: as stored
 
 
 def parse_meta(topic: str, payload: bytes) -> tuple[str, str | None]:

@@ -30,13 +30,9 @@ def create_db(influx, db: str) -> None:
 
 
 def broker_with_deadletter_reader(overrides: dict | None = None) -> MosquittoServer:
-    """A broker as the stacks configure it, plus one test-only right: the historian's user may read
-    deadletter/# (no role reads it in production), so the test can see the dead letters."""
-    broker = MosquittoServer(overrides=overrides, start=False)
-    acl = broker.tmp / "acl"
-    acl.write_text(acl.read_text() + f"\nuser {broker.users['historian']}\ntopic read deadletter/#\n")
-    broker.start()
-    return broker
+    """A broker exactly as the stacks configure it (users, ACL, persistence): its `web` user reads
+    deadletter/#, as an operator watching the dead letters does."""
+    return MosquittoServer(overrides=overrides)
 
 
 class HistorianProcess:
@@ -252,7 +248,7 @@ def test_readings_stored_and_acked_then_sigterm_exits_0(broker, influxdb, db, hi
 def test_invalid_readings_dead_lettered_counted_valid_ones_kept(broker, influxdb, db, historian, publisher):
     """Every kind of bad message is acknowledged, counted and dead-lettered with its reason; the valid
     readings around them are stored; the historian never stops."""
-    letters = Subscriber(broker, "historian", "deadletter/#")
+    letters = Subscriber(broker, "web", "deadletter/#")
     try:
         good = [publisher.reading(sensor="tls-9")]
         now = time.time_ns()
@@ -308,6 +304,13 @@ def test_aggregates_stored_in_district(broker, influxdb, db, historian):
         assert rows == [{"time": ts, "district": "q15", "type": "temp", "mean": 21.25, "min": 19.8, "max": 23.0, "n": 4}]
         wait_until(lambda: historian.stats().get("deadlettered") == 1, 5, "the bad aggregate dead-lettered")
         assert historian.stats()["aggregates_stored"] == 1
+        # The processor clears an emptied district with an empty retained payload: acked, nothing stored,
+        # not a dead letter.
+        processor.raw("agg/q15/temp", b"", retain=True).wait_for_publish(5)
+        wait_until(lambda: historian.stats().get("aggregates_cleared") == 1, 5, "the cleared aggregate taken")
+        wait_until(lambda: historian.stats().get("acked") == 3, 5, "the three aggregate messages acked")
+        assert historian.stats()["deadlettered"] == 1
+        assert len(influxdb.query('SELECT * FROM "district"', db=db)[0]["values"]) == 1
     finally:
         processor.close()
 
@@ -315,7 +318,7 @@ def test_aggregates_stored_in_district(broker, influxdb, db, historian):
 def test_refused_point_bisected_and_dead_lettered(broker, influxdb, db, historian, publisher):
     """A 400 partial write (a field type conflict: `value` stored as a string by someone else) refuses
     one point of a batch: that point is dead-lettered, the rest of the batch stored and acknowledged."""
-    letters = Subscriber(broker, "historian", "deadletter/#")
+    letters = Subscriber(broker, "web", "deadletter/#")
     try:
         # InfluxDB checks a field's type per measurement and shard (autogen: 7 days): 30 days ago, apart.
         conflict_ns = time.time_ns() - 30 * 86400 * 10**9
