@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from . import floor
+from . import floor, mqtt
 from .common import NOGC, WRITE_CONNECTIONS
 
 FLAT_MIB_PER_MIN = 1.0  # memory is "flat" when the fitted RSS slope is at most this (10 MiB over 10 minutes)
@@ -47,6 +47,13 @@ def ratios(results: list[dict]) -> dict:
             raw = find(results, "influxdb /write batch " + r["name"].rsplit(" ", 1)[1])
             if raw and raw["readings_per_s"]:
                 out[f"{r['name'].replace(' ', '_')}_vs_influxdb"] = round(r["readings_per_s"] / raw["readings_per_s"], 2)
+    drain = find(results, mqtt.DRAIN)
+    if drain:
+        raw = find(results, f"influxdb /write batch {drain['readings_per_request']} (mqtt)")
+        if raw and raw["readings_per_s"]:
+            out["mqtt_historian_vs_influxdb"] = round(drain["readings_per_s"] / raw["readings_per_s"], 2)
+        if gc and gc["readings_per_s"]:
+            out[f"mqtt_historian_vs_api_single_at_{WRITE_CONNECTIONS}"] = round(drain["readings_per_s"] / gc["readings_per_s"], 2)
     for r in results:  # the cost of reads on ingest
         if r["name"].startswith("writes during ") and gc and gc["readings_per_s"]:
             endpoint = r["name"].removeprefix("writes during GET /")
@@ -83,6 +90,19 @@ def targets(results: list[dict], soak: dict | None = None, cpus: int | None = No
     for size in sizes:
         out.append(_target(f"batch_{size}_vs_influxdb", f"batches of {size} ≥ 50% of InfluxDB's own /write",
                            rates.get(f"api_batch_{size}_vs_influxdb"), ">=", 0.5, "share", "needs the batch scenario"))
+    if any(r["kind"] == "mqtt" for r in results):
+        fleet = find(results, mqtt.FLEET)
+        out += [
+            _target("mqtt_historian_vs_influxdb", "MQTT -> historian -> InfluxDB ≥ 50% of InfluxDB's own /write",
+                    rates.get("mqtt_historian_vs_influxdb"), ">=", 0.5, "share", "needs the mqtt scenario"),
+            _target(f"mqtt_historian_vs_api_single_at_{c}", "MQTT -> historian ≥ 10× the api's single readings",
+                    rates.get(f"mqtt_historian_vs_api_single_at_{c}"), ">=", 10.0, "x",
+                    f"needs the single scenario at {c} connections in the same run"),
+            _target("mqtt_fleet_cpu_share", "nominal fleet, broker, historian, processor ≤ 25% of one core",
+                    fleet and fleet.get("cpu_share"), "<=", 0.25, "share", "needs the mqtt scenario"),
+            _target("mqtt_publish_to_queryable_p95_ms", "fleet: publish -> queryable in InfluxDB p95 ≤ 2 s",
+                    fleet and fleet["p95_ms"], "<=", 2000.0, "ms", "needs the mqtt scenario"),
+        ]
     slope = soak and soak.get("rss_slope_mib_per_min")
     short = soak and soak["seconds"] < SOAK_TARGET_S and f"soak of {soak['seconds']:g} s, the target is 10 minutes"
     out.append(_target("api_memory_flat_over_soak", f"api memory flat over the soak (RSS slope ≤ {FLAT_MIB_PER_MIN:g} MiB/min)",

@@ -7,6 +7,8 @@ nogc    single readings with group commit off: one InfluxDB write per request (t
 floor   single readings to uvicorn alone, storing nothing (floor.py): the fastest any api could answer
 reads   GET /data (one sensor, limit 100) and GET /top, each while a second wrk drives single-reading
         writes at 64 connections against the same api, on a database filled with known readings
+mqtt    readings stored per second through mosquitto -> historian -> InfluxDB at QoS 1, InfluxDB's own
+        /write with the historian's batch size, and the nominal fleet's CPU and latency (mqtt.py)
 """
 from __future__ import annotations
 
@@ -16,10 +18,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import floor, procs, wrk
+from . import floor, mqtt, procs, wrk
 from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, start_api
 
-SCENARIOS = ("single", "batch", "nogc", "floor", "reads")
+SCENARIOS = ("single", "batch", "nogc", "floor", "reads", "mqtt")
 READ_CONNECTIONS = 8  # dashboards and scripts, not a fleet of devices
 FILL_SENSORS, FILL_PER_SENSOR, FILL_STEP_S = 50, 200, 15  # 10,000 readings over the past 50 minutes
 DATA_PATHS = [f"/data?sensor_id=reads-{i}&limit=100" for i in range(FILL_SENSORS)]
@@ -42,6 +44,7 @@ class Result:
     stored_checked: bool | None = None  # every acknowledged single reading was found in InfluxDB
     kind: str = "write"  # "read", or "floor" (uvicorn storing nothing: floor.py)
     returned_data: bool | None = None  # reads: a sample answer had the expected readings
+    cpu_share: float | None = None  # mqtt fleet: CPU of broker, historian, processor and fleet / one core
 
 
 def _row(name: str, conns: int, per_request: int, res: dict, kind: str = "write", **extra) -> Result:
@@ -77,9 +80,11 @@ class Runner:
         self.single = work / "single.json"
         self.single.write_bytes(SINGLE_BODY)
         self.steps, self.step = 0, 0
+        self.mqtt: dict | None = None  # the mqtt scenario's details (drain, fleet) for the JSON
 
     def run(self, scenarios: tuple[str, ...]) -> list[Result]:
-        counts = {"single": len(self.connections), "batch": 2 * len(self.batch_sizes), "nogc": 1, "floor": 1, "reads": 2}
+        counts = {"single": len(self.connections), "batch": 2 * len(self.batch_sizes), "nogc": 1, "floor": 1, "reads": 2,
+                  "mqtt": mqtt.STEPS}
         self.steps = sum(counts[s] for s in scenarios)
         if "single" in scenarios:
             with _api(self.influx, "bench_gc", self.workers) as api:
@@ -104,6 +109,8 @@ class Runner:
                                              [(server.url + "/data", script, WRITE_CONNECTIONS)], server, None)
                 self.results.append(_row(floor.NAME, WRITE_CONNECTIONS, 1, res, kind="floor",
                                          api_cpu_s=delta["api_cpu_s"]))
+        if "mqtt" in scenarios:
+            self._mqtt()
         return self.results
 
     # -- one measurement: a warm-up, then the loads at once, with CPU and stored counts around them --------
@@ -160,6 +167,30 @@ class Runner:
             (f"{self.influx.url}/write?db=bench_raw&precision=ns",
              wrk.post_script(self.work / f"batch{size}.lp", "text/plain"), 8)], None, None)
         self.results.append(_row(name, 8, size, res, api_cpu_s=None, influxd_cpu_s=delta["influxd_cpu_s"]))
+
+    def _mqtt(self) -> None:
+        from ops import render  # the historian's batch settings: the values the stacks run with
+
+        historian = render.load_values("dev")["historian"]
+        size, wait_ms = historian["batch_max"], historian["batch_ms"]
+        mqtt.require()
+        raw = mqtt.influx_baseline(self, size)
+        self.results.append(Result(f"influxdb /write batch {size} (mqtt)", 8, size, raw["requests_per_s"],
+                                   raw["readings_per_s"], raw["p50_ms"], raw["p95_ms"], raw["p99_ms"], raw["errors"],
+                                   None, influxd_cpu_s=raw["influxd_cpu_s"]))
+        d = mqtt.drain(self, size, wait_ms)
+        self.progress(f"bench: mqtt drain {d['readings']:,} readings in {d['seconds']:.1f} s = {d['readings_per_s']:,.0f}/s "
+                      f"(historian {d['historian_cpu_s']} s CPU, broker {d['broker_cpu_s']} s, influxd {d['influxd_cpu_s']} s)")
+        self.results.append(Result(mqtt.DRAIN, 1, size, round(d["readings_per_s"] / size, 1), d["readings_per_s"], 0.0, 0.0,
+                                   0.0, 0, d["historian_cpu_s"], influxd_cpu_s=d["influxd_cpu_s"], stored_checked=True,
+                                   kind="mqtt"))
+        f = mqtt.fleet(self, max(5.0, 2 * self.seconds))  # at least a few publications of every station
+        self.progress(f"bench: nominal fleet {f['readings_per_s']:,.0f} readings/s stored, CPU {f['cpu_share_of_one_core']:.1%} "
+                      f"of one core ({f['cpu_s']}), publish -> queryable p95 {f['p95_ms']:.0f} ms")
+        self.results.append(Result(mqtt.FLEET, 77, 1, f["readings_per_s"], f["readings_per_s"], f["p50_ms"], f["p95_ms"],
+                                   f["p99_ms"], 0, round(sum(f["cpu_s"].values()), 2), kind="mqtt",
+                                   cpu_share=f["cpu_share_of_one_core"]))
+        self.mqtt = {"drain": d, "fleet": f, "influx_baseline": raw}
 
     def _reads(self, api: ApiServer) -> None:
         self.progress(f"bench: filling {api.db} with {FILL_SENSORS * FILL_PER_SENSOR:,} known readings for the reads")

@@ -21,11 +21,14 @@ sys.path.insert(0, str(ROOT))
 
 from ops import bench  # noqa: E402
 
-needs_tools = pytest.mark.skipif(shutil.which("wrk") is None or shutil.which("influxd") is None,
-                                 reason="wrk or influxd not installed (.ci/run installs both)")
+needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("wrk", "influxd", "mosquitto_pub"))
+                                 or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),
+                                 reason="wrk, influxd or mosquitto(-clients) not installed (.ci/run installs them)")
 
 TARGETS = {"group_commit_vs_one_write_per_request_at_64", "single_readings_per_s_at_64", "single_p99_ms_at_64",
-           "batch_100_vs_influxdb", "batch_1000_vs_influxdb", "api_memory_flat_over_soak"}
+           "batch_100_vs_influxdb", "batch_1000_vs_influxdb", "api_memory_flat_over_soak",
+           "mqtt_historian_vs_influxdb", "mqtt_historian_vs_api_single_at_64", "mqtt_fleet_cpu_share",
+           "mqtt_publish_to_queryable_p95_ms"}
 
 
 def invoke_bench(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -37,16 +40,25 @@ def invoke_bench(*args: str, env: dict | None = None, timeout: float = 120) -> s
 @needs_tools
 def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
     out = tmp_path / "results.json"
-    run = invoke_bench("--seconds", "1", "--connections", "64", "--out", str(out))
+    run = invoke_bench("--seconds", "1", "--connections", "64", "--out", str(out), timeout=240)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = json.loads(out.read_text())
     names = [r["name"] for r in summary["results"]]
     assert names == ["api single", "api batch 100", "influxdb /write batch 100", "api batch 1000",
                      "influxdb /write batch 1000", "reads GET /data, under writes", "writes during GET /data",
                      "reads GET /top, under writes", "writes during GET /top", "api single, one write per request",
-                     "http floor: uvicorn storing nothing"]
+                     "http floor: uvicorn storing nothing", "influxdb /write batch 1000 (mqtt)", "mqtt historian drain",
+                     "mqtt nominal fleet (77 stations)"]
     for r in summary["results"]:
         assert r["errors"] == 0, r
+        if r["kind"] == "mqtt":  # stored readings through the broker and the historian, counted in InfluxDB
+            assert r["readings_per_s"] > 0 and r["api_cpu_s"] > 0, r
+            if r["name"] == "mqtt historian drain":
+                assert r["stored_checked"] is True and r["readings_per_request"] == 1000, r
+            else:  # the nominal fleet: ~215 readings/s, a share of one core, publish -> queryable
+                assert 100 < r["readings_per_s"] < 400 and 0 < r["cpu_share"] < 1, r
+                assert 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"] < 5000, r
+            continue
         assert r["requests_per_s"] > 0 and 0 < r["p50_ms"] <= r["p95_ms"] <= r["p99_ms"], r
         if r["kind"] == "write":
             assert r["readings_per_s"] > 0, r
@@ -61,7 +73,8 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
     assert set(summary["ratios"]) >= {"group_commit_vs_one_write_per_request_at_64", "api_batch_100_vs_influxdb",
                                       "api_batch_1000_vs_influxdb", "writes_during_data_reads_vs_writes_alone_at_64",
                                       "writes_during_top_reads_vs_writes_alone_at_64",
-                                      "http_floor_vs_one_write_per_request_at_64"}
+                                      "http_floor_vs_one_write_per_request_at_64", "mqtt_historian_vs_influxdb",
+                                      "mqtt_historian_vs_api_single_at_64"}
     targets = {t["target"]: t for t in summary["targets"]}
     assert set(targets) == TARGETS
     assert "uvicorn storing nothing answers" in targets["group_commit_vs_one_write_per_request_at_64"]["note"]
