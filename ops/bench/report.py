@@ -90,7 +90,7 @@ def targets(results: list[dict], soak: dict | None = None, cpus: int | None = No
     for size in sizes:
         out.append(_target(f"batch_{size}_vs_influxdb", f"batches of {size} ≥ 50% of InfluxDB's own /write",
                            rates.get(f"api_batch_{size}_vs_influxdb"), ">=", 0.5, "share", "needs the batch scenario"))
-    if any(r["kind"] == "mqtt" for r in results):
+    if any(r.get("kind") == "mqtt" for r in results):
         fleet = find(results, mqtt.FLEET)
         out += [
             _target("mqtt_historian_vs_influxdb", "MQTT -> historian -> InfluxDB ≥ 50% of InfluxDB's own /write",

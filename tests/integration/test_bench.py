@@ -134,6 +134,17 @@ def test_targets_missed_are_reported_as_missed():
     [five] = [t for t in summary["targets"] if t["target"] == "group_commit_vs_one_write_per_request_at_64"]
     assert five["note"] == "uvicorn storing nothing answers 3.00x the baseline here (floor)"
 
+    # The MQTT targets, from the mqtt scenario's rows: every one missed here.
+    mqtt_rows = [{**_row("influxdb /write batch 1000 (mqtt)", 8, 800_000), "kind": "write"},
+                 {**_row("mqtt historian drain", 1, 20_000), "readings_per_request": 1000, "kind": "mqtt"},
+                 {**_row("mqtt nominal fleet (77 stations)", 77, 215), "kind": "mqtt", "cpu_share": 0.4,
+                  "p95_ms": 2500.0}]
+    targets = {t["target"]: t for t in bench.summarize(missing + mqtt_rows, {})["targets"]}
+    assert {k: targets[k]["measured"] for k in targets if k.startswith("mqtt")} == {
+        "mqtt_historian_vs_influxdb": 0.03, "mqtt_historian_vs_api_single_at_64": 2.5, "mqtt_fleet_cpu_share": 0.4,
+        "mqtt_publish_to_queryable_p95_ms": 2500.0}
+    assert all(targets[k]["met"] is False for k in targets if k.startswith("mqtt"))
+
     met = [_row("api single", 64, 30_000, p99_ms=9.0), _row("api single, one write per request", 64, 5_000),
            _row("api batch 100", 8, 200_000), _row("influxdb /write batch 100", 8, 300_000)]
     targets = bench.summarize(met, {}, soak={"seconds": 600, "rss_slope_mib_per_min": 0.2})["targets"]
