@@ -16,10 +16,12 @@ def _cluster_images(c, env, image):
     with clear_errors(), tempfile.TemporaryDirectory(prefix="iot-cluster-") as tmp:
         result = render.render(env_of(c, env), out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets")
         mode = render.load_values(env_of(c, env))["bases"]["mode"]
-    bases = {k: t for k, t in result.bases.items() if k != "python" and t}
+    # The images the stack's services run: ours (the device image runs on a Pi, not in the stack) and the
+    # third-party bases (python and debian are only build bases of ours).
+    bases = {k: t for k, t in result.bases.items() if k not in ("python", "debian") and t}
     if image:
         return list(image), bases, mode
-    wanted = [result.images["api"], result.images["simulator"], *bases.values()]
+    wanted = [result.images[name] for name in ("api", "simulator", "broker", "web")] + list(bases.values())
     present = [t for t in wanted if images.image_exists(t)]
     for missing in sorted(set(wanted) - set(present)):
         print(f"cluster: {missing} is not built here, not copied to the nodes (./iot build --env ENV first)")

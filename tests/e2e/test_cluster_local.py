@@ -98,7 +98,8 @@ def ready(url: str) -> bool:
 @pytest.fixture(scope="module")
 def swarm(offline_bases, run_label):
     name = f"e2e{uuid.uuid4().hex[:6]}"
-    if not all(images.image_exists(t) for t in ("iot/api:0.1.0", "iot/simulator:0.1.0")):
+    if not all(images.image_exists(t) for t in ("iot/api:0.1.0", "iot/simulator:0.1.0", "iot/mosquitto:0.1.0",
+                                                "iot/web:0.1.0")):
         iot("build", "--env", ENV, timeout=1200)
     started = time.monotonic()
     try:
