@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 from ops import db, render, stack  # noqa: E402
 
 ENV = "test"
-SETS = ["project=iotbk", "api.published_port=18190"]
+SETS = ["project=iotbk", "api.published_port=18190", "web.published_port=18191"]  # beside a live test stack
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
 
