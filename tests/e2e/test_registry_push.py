@@ -31,7 +31,8 @@ pytestmark = pytest.mark.usefixtures("docker_engine")
 
 RUN = uuid.uuid4().hex[:8]
 VERSION = f"0.0.0-e2e.{RUN}"
-REPOS = {"api": "iot/api", "simulator": "iot/simulator", "device": "iot/device"}
+REPOS = {"api": "iot/api", "simulator": "iot/simulator", "device": "iot/device", "broker": "iot/mosquitto",
+         "web": "iot/web"}
 OTHER_COMMIT = "0123456789abcdef0123456789abcdef01234567"  # the device image claims another build
 MANIFEST_TYPES = "application/vnd.docker.distribution.manifest.v2+json, application/vnd.oci.image.manifest.v1+json"
 
@@ -99,9 +100,10 @@ def local_registry(docker_engine, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def sources(docker_engine):
-    """iot/{api,simulator,device}:VERSION, labelled like our builds; device with another commit."""
+    """Every image of ours (iot/{api,simulator,device,mosquitto,web}:VERSION), labelled like our builds;
+    device with another commit."""
     head = images.git_revision()
-    revisions = {"api": head, "simulator": head, "device": OTHER_COMMIT}
+    revisions = {name: head for name in REPOS} | {"device": OTHER_COMMIT}
     ids = {name: one_file_image(f"{repo}:{VERSION}", name, revisions[name]) for name, repo in REPOS.items()}
     yield {"ids": ids, "revisions": revisions}
     for repo in REPOS.values():
