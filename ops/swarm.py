@@ -462,7 +462,17 @@ def stack_services(docker: Docker, stack: str) -> list[dict]:
 
 def service_tasks(docker: Docker, service: str) -> list[dict]:
     ids = docker.read("service", "ps", "-q", "--no-trunc", service, check=False).split()
-    return docker.json("inspect", "--type", "task", *ids) if ids else []
+    if not ids:
+        return []
+    # Swarm prunes old tasks (its task history limit) at any time, so one listed a moment ago may be gone:
+    # `docker inspect` then prints the others and exits 1 ("task … not found"). Gone is skipped; any other
+    # error is one.
+    proc = docker.run("inspect", "--type", "task", *ids, check=False, echo=False, read=True)
+    problems = [line for line in proc.stderr.splitlines() if line.strip() and "not found" not in line]
+    if proc.returncode != 0 and problems:
+        raise SwarmError(f"docker inspect --type task… failed: {problems[-1].strip()}")
+    out = proc.stdout.strip()
+    return json.loads(out) if out else []
 
 
 def states(docker: Docker, stack: str, label_prefix: str = "iot",

@@ -216,3 +216,28 @@ def test_host_ports_without_a_spare_node_update_stop_first():
     assert overrides == {"api.deploy.update_order": "stop-first"} and "host-mode port on 1 node" in notes[0]
     assert swarm.update_order_overrides(test_values, ready_nodes=3) == ({}, [])  # a spare node: start-first
     assert swarm.update_order_overrides(render.load_values("prod"), ready_nodes=1) == ({}, [])  # ingress
+
+
+class _PrunedTaskDocker(swarm.Docker):
+    """`service ps` lists two tasks; by the time of `inspect`, Swarm has pruned one (or fails otherwise)."""
+
+    def __init__(self, inspect_stderr: str):
+        super().__init__()
+        self.inspect_stderr = inspect_stderr
+
+    def run(self, *args, check=True, echo=True, timeout=300, read=False):
+        import subprocess
+
+        if args[:2] == ("service", "ps"):
+            return subprocess.CompletedProcess(args, 0, "kept\npruned\n", "")
+        return subprocess.CompletedProcess(args, 1, json.dumps([{"ID": "kept"}]), self.inspect_stderr)
+
+
+def test_a_task_pruned_between_listing_and_inspecting_is_skipped():
+    docker = _PrunedTaskDocker("Error response from daemon: task pruned not found\n")
+    assert swarm.service_tasks(docker, "iot-test_api") == [{"ID": "kept"}]
+
+
+def test_any_other_inspect_error_is_reported():
+    with pytest.raises(swarm.SwarmError, match="permission denied"):
+        swarm.service_tasks(_PrunedTaskDocker("Error: permission denied\n"), "iot-test_api")
