@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -12,6 +13,11 @@ from harness import ApiServer, InfluxServer, free_port, http, wait_until  # noqa
 SINGLE_BODY = b'{"type":"temp","value":34,"sensor_id":123}'  # no ts: the api stamps it, a new point each time
 WRITE_CONNECTIONS = 64  # the connections of the headline figures, of the writes under reads and of the soak
 NOGC = "api single, one write per request"  # the name of the group-commit-off baseline in the results
+
+
+def rfc3339_ms(ns: int) -> str:
+    """A reading's `ts` to the millisecond (what devices send) for the time NS."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns // 10**6 % 1000:03d}Z"
 
 
 class BenchError(Exception):

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import procs, wrk
-from .common import BenchError, InfluxServer, wait_until
+from .common import BenchError, InfluxServer, rfc3339_ms, wait_until
 
 READINGS_PER_SECOND = 10_000  # queued for the drain per --seconds (100,000 at the default 10 s)
 PUBLISHERS = 8              # mosquitto_pub processes (one sensor each) filling the queue
@@ -87,8 +87,7 @@ def _historian(broker, influx: InfluxServer, work: Path, batch_max: int, batch_m
 def _lines(sensor: int, n: int, t0_ms: int) -> bytes:
     out = []
     for i in range(n):
-        ms = t0_ms + i
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+        ts = rfc3339_ms((t0_ms + i) * 10**6)
         out.append(f'{{"ts":"{ts}","type":"temp","value":{20 + i % 15},"sensor_id":"bench-{sensor}"}}')
     return ("\n".join(out) + "\n").encode()
 
@@ -159,8 +158,7 @@ def drain(runner, batch_max: int, batch_ms: int) -> dict:
 
 def _probe(broker, influx: InfluxServer) -> bool:
     user, password = broker.credentials("fleet")
-    ms = time.time_ns() // 10**6
-    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms // 1000)) + f".{ms % 1000:03d}Z"
+    ts = rfc3339_ms(time.time_ns())
     subprocess.run(["mosquitto_pub", "-h", broker.host, "-p", str(broker.port), "-u", user, "-P", password, "-q", "1",
                     "-t", "iot/q01/bench-probe/temp", "-m", f'{{"ts":"{ts}","type":"temp","value":1,"sensor_id":"bench-probe"}}'],
                    check=False, capture_output=True, timeout=10)

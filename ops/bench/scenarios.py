@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import floor, mqtt, procs, wrk
-from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, start_api
+from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, rfc3339_ms, start_api
 
 SCENARIOS = ("single", "batch", "nogc", "floor", "reads", "mqtt")
 READ_CONNECTIONS = 8  # dashboards and scripts, not a fleet of devices
@@ -63,10 +63,6 @@ def _batch(n: int, t0: int) -> tuple[bytes, bytes]:
     lines = "".join(f"data,sensor_id=bench-{i % 100},type=temp value={float(20 + i % 15)!r} "
                     f"{t0 + (i // 1000) * 10**9 + (i % 1000) * 10**6}\n" for i in range(n))
     return json.dumps(readings).encode(), lines.encode()
-
-
-def _rfc3339(ns: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns // 10**6 % 1000:03d}Z"
 
 
 class Runner:
@@ -224,7 +220,7 @@ def fill(api: ApiServer) -> None:
     """FILL_SENSORS sensors (reads-0…) with FILL_PER_SENSOR temperatures each, one every FILL_STEP_S
     seconds up to now, posted to the api in batches of 1,000."""
     now = time.time_ns()
-    readings = [{"ts": _rfc3339(now - (j + 1) * FILL_STEP_S * 10**9), "type": "temp", "sensor_id": f"reads-{s}",
+    readings = [{"ts": rfc3339_ms(now - (j + 1) * FILL_STEP_S * 10**9), "type": "temp", "sensor_id": f"reads-{s}",
                  "value": 15 + (s * 7) % 20 + (j % 10) / 10} for s in range(FILL_SENSORS) for j in range(FILL_PER_SENSOR)]
     for i in range(0, len(readings), 1000):
         deadline = time.monotonic() + 60
