@@ -30,7 +30,6 @@ import json
 import logging
 import os
 import queue
-import re
 import signal
 import sys
 import threading
@@ -39,7 +38,7 @@ from dataclasses import dataclass
 
 import orjson
 from iot_api import config as api_config
-from iot_api.readings import SENSOR_ID_PATTERN, Limits, check_type
+from iot_api.readings import Limits, check_type
 from iot_api.timefmt import parse_rfc3339
 
 from . import mqtt, reading
@@ -59,8 +58,6 @@ STOP_GRACE_S = 5.0          # on SIGTERM, how long the last batch may wait for I
 BACKOFF_MIN_S, BACKOFF_MAX_S = 0.2, 5.0
 LOG_EVERY_S = 30.0          # a failure that lasts is logged at most this often
 DEADLETTER_WAIT_S = 10.0    # how long a flush waits for the broker to take its dead letters
-
-_TAG_RE = re.compile(SENSOR_ID_PATTERN)  # a district: a tag value, same safe characters as a sensor id
 
 
 @dataclass(frozen=True)
@@ -118,8 +115,8 @@ def aggregate_line(topic: str, payload: bytes, limits: Limits) -> str:
         problems.append({"index": None, "field": field, "message": message})
 
     district, kind = doc.get("district"), doc.get("type")
-    if type(district) is not str or not _TAG_RE.fullmatch(district):
-        bad("district", "must be 1-64 characters among letters, digits and _ . : -")
+    if type(district) is not str or not reading.DISTRICT_RE.fullmatch(district):
+        bad("district", "must be a lowercase slug (q01..q20, or a commune), as in the readings' topics")
     elif district != parts[1]:
         bad("district", f"differs from the topic's district {parts[1]!r}")
     try:

@@ -54,6 +54,10 @@ def test_aggregate_line_and_refusals():
     for bad in ({"n": 1.5}, {"n": True}, {"mean": "x"}, {"district": "q16"}, {"ts": None}, {"type": "a b"}):
         with pytest.raises(h.Invalid):
             h.aggregate_line("agg/q15/temp", json.dumps({**agg, **bad}).encode(), LIMITS)
+    # The district rule of the readings' topics (reading.DISTRICT_RE), not any tag value.
+    with pytest.raises(h.Invalid) as exc:
+        h.aggregate_line("agg/Q15/temp", json.dumps({**agg, "district": "Q15"}).encode(), LIMITS)
+    assert exc.value.problems[0]["field"] == "district" and "lowercase slug" in exc.value.problems[0]["message"]
 
 
 class FakeWriter:
