@@ -114,8 +114,10 @@ def cluster_ls(c):
 
 @task(name="rm", help={"name": "cluster name (default iot)"})
 def cluster_rm(c, name="iot"):
-    """Remove a cluster: local nodes with their volumes, network and context; SSH hosts leave the swarm;
-    Docker Machine nodes are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
+    """Remove a cluster and everything made for it.
+
+    Local nodes go with their volumes, network and context; SSH hosts leave the swarm; Docker Machine nodes
+    are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
     from ops import cluster
 
     with clear_errors():

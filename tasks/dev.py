@@ -31,8 +31,9 @@ def test(c, layer=None, k=None, verbose=False, exitfirst=False):
 
 @task
 def lint(c):
-    """Check the Python code (ruff), the CI workflows (actionlint), every Dockerfile (hadolint) and every
-    shell script (shellcheck). All of them run, so one pass shows every finding; any finding fails."""
+    """Lint the Python code, CI workflows, Dockerfiles and shell scripts.
+
+    ruff, actionlint, hadolint and shellcheck all run, so one pass shows every finding; any finding fails."""
     python_paths = ["api", "simulator", "device", "tests", "ops", "stacks", "ci", "grafana-provisioning", "tasks"]
     checks = [("ruff", commands.ruff(python_paths))]
     checks += [(name, commands.command_line(argv)) for name, argv in commands.config_linters()]
@@ -47,9 +48,10 @@ def lint(c):
 })
 def api(c, influxdb_url=None, port=1337):
     """Run the api on this machine, in the foreground (Ctrl-C stops it after flushing)."""
-    env = {"API_PORT": str(port),
-           "INFLUXDB_URL": influxdb_url or os.environ.get("INFLUXDB_URL", "http://localhost:8086")}
-    c.run(commands.python_module("iot_api", []), env=env, pty=False)
+    # The settings go on the command line (through env(1)), so `--dry` and the echo show them.
+    settings = [f"API_PORT={port}",
+                f"INFLUXDB_URL={influxdb_url or os.environ.get('INFLUXDB_URL', 'http://localhost:8086')}"]
+    c.run(commands.command_line(["env", *settings]) + " " + commands.python_module("iot_api", []), pty=False)
 
 
 @task(help={
