@@ -18,7 +18,7 @@ import tempfile
 from dataclasses import asdict
 from pathlib import Path
 
-from . import plot, report, scenarios, soak, wrk
+from . import collector, plot, report, scenarios, soak, wrk
 from .common import BenchError, OptionError, start_influx
 from .options import DOCS_PLOT, Options, parse
 from .report import summarize, table, targets
@@ -42,6 +42,8 @@ def run(opts: Options = Options(), progress=print) -> dict:
     """Measure the scenarios of opts; write the JSON (opts.out) and return it."""
     wrk.require()
     plot.require()  # now, not after minutes of measuring
+    if "collector" in opts.scenarios:
+        collector.require()
     work = Path(tempfile.mkdtemp(prefix="iot-bench-"))
     try:
         influx = start_influx()

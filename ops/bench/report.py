@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 
-from . import floor, mqtt
+from . import collector, floor, mqtt
 from .common import NOGC, WRITE_CONNECTIONS
 
 FLAT_MIB_PER_MIN = 1.0  # memory is "flat" when the fitted RSS slope is at most this (10 MiB over 10 minutes)
@@ -54,6 +54,14 @@ def ratios(results: list[dict]) -> dict:
             out["mqtt_historian_vs_influxdb"] = round(drain["readings_per_s"] / raw["readings_per_s"], 2)
         if gc and gc["readings_per_s"]:
             out[f"mqtt_historian_vs_api_single_at_{WRITE_CONNECTIONS}"] = round(drain["readings_per_s"] / gc["readings_per_s"], 2)
+    c = WRITE_CONNECTIONS
+    course, api_ts = find(results, collector.NAME, c), find(results, collector.API_TS, c)
+    if course and course["readings_per_s"]:
+        for name, r in (("api_ts_payload", api_ts), ("api_single", gc)):
+            if r and r["readings_per_s"]:
+                out[f"{name}_vs_course_collector_at_{c}"] = round(r["readings_per_s"] / course["readings_per_s"], 2)
+    if api_ts and bare and bare["requests_per_s"]:
+        out[f"api_ts_payload_vs_http_floor_at_{c}"] = round(api_ts["readings_per_s"] / bare["requests_per_s"], 2)
     for r in results:  # the cost of reads on ingest
         if r["name"].startswith("writes during ") and gc and gc["readings_per_s"]:
             endpoint = r["name"].removeprefix("writes during GET /")
@@ -102,6 +110,17 @@ def targets(results: list[dict], soak: dict | None = None, cpus: int | None = No
                     fleet and fleet.get("cpu_share"), "<=", 0.25, "share", "needs the mqtt scenario"),
             _target("mqtt_publish_to_queryable_p95_ms", "fleet: publish -> queryable in InfluxDB p95 ≤ 2 s",
                     fleet and fleet["p95_ms"], "<=", 2000.0, "ms", "needs the mqtt scenario"),
+        ]
+    if find(results, collector.NAME) or find(results, collector.API_TS):
+        api_ts = find(results, collector.API_TS, c)
+        out += [
+            _target(f"api_ts_payload_vs_course_collector_at_{c}", f"api ≥ 10× the course's collector, ts payload, {c} conns",
+                    rates.get(f"api_ts_payload_vs_course_collector_at_{c}"), ">=", 10.0, "x", "needs the collector scenario"),
+            _target(f"api_ts_payload_vs_http_floor_at_{c}", "or, where 10× is above the floor: api ≥ 75% of the HTTP floor",
+                    rates.get(f"api_ts_payload_vs_http_floor_at_{c}"), ">=", 0.75, "share",
+                    "needs the collector and floor scenarios in the same run"),
+            _target(f"api_ts_payload_p99_ms_at_{c}", f"api p99 ≤ 15 ms, ts payload, {c} connections",
+                    api_ts and api_ts["p99_ms"], "<=", 15.0, "ms", "needs the collector scenario", cores),
         ]
     slope = soak and soak.get("rss_slope_mib_per_min")
     short = soak and soak["seconds"] < SOAK_TARGET_S and f"soak of {soak['seconds']:g} s, the target is 10 minutes"

@@ -9,6 +9,8 @@ reads   GET /data (one sensor, limit 100) and GET /top, each while a second wrk 
         writes at 64 connections against the same api, on a database filled with known readings
 mqtt    readings stored per second through mosquitto -> historian -> InfluxDB at QoS 1, InfluxDB's own
         /write with the historian's batch size, and the nominal fleet's CPU and latency (mqtt.py)
+collector  the course's Node.js collector (collector.py), then the api, both with the course's payload
+        with a `ts` (as devices send it), one reading per request at 64 connections
 """
 from __future__ import annotations
 
@@ -18,10 +20,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import floor, mqtt, procs, wrk
+from . import collector, floor, mqtt, procs, wrk
 from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, rfc3339_ms, start_api
 
-SCENARIOS = ("single", "batch", "nogc", "floor", "reads", "mqtt")
+SCENARIOS = ("single", "batch", "nogc", "floor", "reads", "mqtt", "collector")
 READ_CONNECTIONS = 8  # dashboards and scripts, not a fleet of devices
 FILL_SENSORS, FILL_PER_SENSOR, FILL_STEP_S = 50, 200, 15  # 10,000 readings over the past 50 minutes
 DATA_PATHS = [f"/data?sensor_id=reads-{i}&limit=100" for i in range(FILL_SENSORS)]
@@ -77,10 +79,11 @@ class Runner:
         self.single.write_bytes(SINGLE_BODY)
         self.steps, self.step = 0, 0
         self.mqtt: dict | None = None  # the mqtt scenario's details (drain, fleet) for the JSON
+        self.loads = 0  # wrk processes started: each gets its own window of timestamps (collector.base_ms)
 
     def run(self, scenarios: tuple[str, ...]) -> list[Result]:
         counts = {"single": len(self.connections), "batch": 2 * len(self.batch_sizes), "nogc": 1, "floor": 1, "reads": 2,
-                  "mqtt": mqtt.STEPS}
+                  "mqtt": mqtt.STEPS, "collector": 2}
         self.steps = sum(counts[s] for s in scenarios)
         if "single" in scenarios:
             with _api(self.influx, "bench_gc", self.workers) as api:
@@ -107,6 +110,8 @@ class Runner:
                                          api_cpu_s=delta["api_cpu_s"]))
         if "mqtt" in scenarios:
             self._mqtt()
+        if "collector" in scenarios:
+            self._collector()
         return self.results
 
     # -- one measurement: a warm-up, then the loads at once, with CPU and stored counts around them --------
@@ -130,6 +135,8 @@ class Runner:
         loads = []
         try:
             for url, script, conns, name in scripts:
+                script = script.replace(collector.BASE, str(collector.base_ms(self.loads)))
+                self.loads += 1
                 loads.append(wrk.Load(url, script, conns, seconds, self.work, name))
             return [load.result() for load in loads]
         finally:
@@ -187,6 +194,23 @@ class Runner:
                                    f["p99_ms"], 0, round(sum(f["cpu_s"].values()), 2), kind="mqtt",
                                    cpu_share=f["cpu_share_of_one_core"]))
         self.mqtt = {"drain": d, "fleet": f, "influx_baseline": raw}
+
+    def _collector(self) -> None:
+        """The course's collector and the api, one after the other, same payload, same connections."""
+        collector.require()
+        c, script = WRITE_CONNECTIONS, collector.TS_SCRIPT
+        with collector.server(self.influx, "bench_collector", self.progress) as node:
+            [res], delta = self._measure(f"{collector.NAME}, {c} connections", [(node.url + "/data", script, c)],
+                                         node, node.db)
+            self.results.append(_row(collector.NAME, c, 1, res, api_cpu_s=delta["api_cpu_s"],
+                                     influxd_cpu_s=delta["influxd_cpu_s"],
+                                     stored_checked=self._check_stored(collector.NAME, res, delta["stored"])))
+        with _api(self.influx, "bench_ts", self.workers) as api:
+            [res], delta = self._measure(f"{collector.API_TS}, {c} connections", [(api.url + "/data", script, c)],
+                                         api, api.db)
+            self.results.append(_row(collector.API_TS, c, 1, res, api_cpu_s=delta["api_cpu_s"],
+                                     influxd_cpu_s=delta["influxd_cpu_s"],
+                                     stored_checked=self._check_stored(collector.API_TS, res, delta["stored"])))
 
     def _reads(self, api: ApiServer) -> None:
         self.progress(f"bench: filling {api.db} with {FILL_SENSORS * FILL_PER_SENSOR:,} known readings for the reads")

@@ -21,14 +21,15 @@ sys.path.insert(0, str(ROOT))
 
 from ops import bench  # noqa: E402
 
-needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("wrk", "influxd", "mosquitto_pub"))
+needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("wrk", "influxd", "mosquitto_pub", "node", "npm"))
                                  or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),
-                                 reason="wrk, influxd or mosquitto(-clients) not installed (.ci/run installs them)")
+                                 reason="wrk, influxd, mosquitto(-clients), node or npm not installed (.ci/run installs them)")
 
 TARGETS = {"group_commit_vs_one_write_per_request_at_64", "single_readings_per_s_at_64", "single_p99_ms_at_64",
            "batch_100_vs_influxdb", "batch_1000_vs_influxdb", "api_memory_flat_over_soak",
            "mqtt_historian_vs_influxdb", "mqtt_historian_vs_api_single_at_64", "mqtt_fleet_cpu_share",
-           "mqtt_publish_to_queryable_p95_ms"}
+           "mqtt_publish_to_queryable_p95_ms", "api_ts_payload_vs_course_collector_at_64",
+           "api_ts_payload_vs_http_floor_at_64", "api_ts_payload_p99_ms_at_64"}
 
 
 def invoke_bench(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -40,7 +41,7 @@ def invoke_bench(*args: str, env: dict | None = None, timeout: float = 120) -> s
 @needs_tools
 def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
     out = tmp_path / "results.json"
-    run = invoke_bench("--seconds", "1", "--connections", "64", "--out", str(out), timeout=240)
+    run = invoke_bench("--seconds", "1", "--connections", "64", "--out", str(out), timeout=300)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     summary = json.loads(out.read_text())
     names = [r["name"] for r in summary["results"]]
@@ -48,7 +49,7 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
                      "influxdb /write batch 1000", "reads GET /data, under writes", "writes during GET /data",
                      "reads GET /top, under writes", "writes during GET /top", "api single, one write per request",
                      "http floor: uvicorn storing nothing", "influxdb /write batch 1000 (mqtt)", "mqtt historian drain",
-                     "mqtt nominal fleet (77 stations)"]
+                     "mqtt nominal fleet (77 stations)", "course collector (node), ts payload", "api single, ts payload"]
     for r in summary["results"]:
         assert r["errors"] == 0, r
         if r["kind"] == "mqtt":  # stored readings through the broker and the historian, counted in InfluxDB
@@ -74,7 +75,8 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
                                       "api_batch_1000_vs_influxdb", "writes_during_data_reads_vs_writes_alone_at_64",
                                       "writes_during_top_reads_vs_writes_alone_at_64",
                                       "http_floor_vs_one_write_per_request_at_64", "mqtt_historian_vs_influxdb",
-                                      "mqtt_historian_vs_api_single_at_64"}
+                                      "mqtt_historian_vs_api_single_at_64", "api_ts_payload_vs_course_collector_at_64",
+                                      "api_single_vs_course_collector_at_64", "api_ts_payload_vs_http_floor_at_64"}
     targets = {t["target"]: t for t in summary["targets"]}
     assert set(targets) == TARGETS
     assert "uvicorn storing nothing answers" in targets["group_commit_vs_one_write_per_request_at_64"]["note"]
@@ -169,3 +171,14 @@ def test_missing_wrk_ends_in_one_line(tmp_path):
     run = invoke_bench("--seconds", "1", "--out", str(tmp_path / "r.json"), env=env, timeout=60)
     assert run.returncode == 1
     assert run.stderr.strip() == "bench: wrk not found: install it (Debian: apt-get install wrk)", run.stderr
+
+
+def test_missing_node_ends_in_one_line(tmp_path):
+    """The collector scenario runs the course's Node.js collector: without node, one line before any measuring."""
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    (tools / "wrk").symlink_to(shutil.which("wrk") or "/usr/bin/wrk")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{tools}"}
+    run = invoke_bench("--seconds", "1", "--scenarios", "collector", "--out", str(tmp_path / "r.json"), env=env, timeout=60)
+    assert run.returncode == 1
+    assert run.stderr.strip().startswith("bench: node and npm not found: the collector scenario runs the course's"), run.stderr
