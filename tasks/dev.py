@@ -76,7 +76,8 @@ def simulate(c, url="http://localhost:1337", devices=1, interval=1.0, count=None
 @task(help={
     "seconds": "measured seconds per scenario (default 10; a warm-up of up to 2 s precedes each)",
     "workers": "api worker processes (default 2, one per core of the reference machine)",
-    "scenarios": "comma-separated subset of single,batch,nogc,floor,reads,mqtt (default: all; nogc = group "
+    "scenarios": "comma-separated subset of single,batch,nogc,floor,reads,mqtt,collector (default: all; collector = "
+                 "the course's Node.js collector, needs node and npm; nogc = group "
                  "commit off; floor = uvicorn alone, storing nothing)",
     "connections": "connections of the single-reading scenario, comma-separated (default 1,8,64,256)",
     "out": "the JSON results (default build/bench/results.json, with --soak build/bench/soak.json); "
