@@ -86,7 +86,6 @@ SUBNET_POOL = ipaddress.ip_network("10.213.0.0/16")  # node networks: one free /
 FIRST_NODE_HOST = 11                  # node addresses: .11, .12, … (the gateway, .1, is this host)
 SWARM_PORT = 2377
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
-DRIVERS_HELP = "local, or a Docker Machine driver (virtualbox, digitalocean, generic, …)"
 DESCRIPTION = "iot cluster"
 
 # The flags that work on machines where --privileged fails (see DESIGN.md, "Recipes and traps").
@@ -738,7 +737,3 @@ def rm_machine(name: str, progress: Progress = say, machine: str = "docker-machi
         run([machine, "rm", "-y", *names], progress, timeout=1800)
     return names + rm_contexts(name, progress, leave=False)
 
-
-def env_for_local(name: str, state_dir: Path = STATE_DIR) -> dict[str, str]:
-    """The environment that makes `docker` talk to a local cluster's manager."""
-    return {**os.environ, "DOCKER_HOST": f"unix://{socket_dir(name, state_dir)}/docker.sock"}
