@@ -15,12 +15,12 @@ _ROOT = str(Path(__file__).resolve().parent.parent)
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-from . import cluster, db, dev, publish, stack, swarm  # noqa: E402
+from . import cluster, db, dev, publish, show, stack, swarm  # noqa: E402
 
 ns = Collection(dev.test, dev.lint, dev.api, dev.simulate, dev.bench, dev.engine,
                 stack.render, stack.build, stack.up, stack.down, stack.logs, stack.ps, stack.autotest, stack.images_ns,
                 publish.tag, publish.push, publish.registry_ns,
                 swarm.deploy, swarm.undeploy, swarm.rollback, swarm.status, swarm.scale, swarm.swarm_ns,
-                cluster.cluster_ns, db.db_ns)
+                cluster.cluster_ns, db.db_ns, show.show)
 # Defaults, overridable the pyinvoke way: invoke.yaml (`iot: {env: prod}`) or INVOKE_IOT_ENV=prod.
 ns.configure({"run": {"echo": True}, "iot": {"env": "dev", "autotest_env": "test"}})

@@ -2,12 +2,12 @@
 api from a simulator run.
 
 Grafana itself cannot run on these machines (no Debian package, no registry to pull its image from),
-so what Grafana would send is reproduced here: its macros expanded the way its InfluxDB (InfluxQL)
-datasource expands them -- `$timeFilter` as a relative range (`time >= now() - 1h`, the browser's
-form) and as the absolute millisecond range the backend sends (`time > Xms and time < Yms`),
-`$__interval` / `$__interval_ms`, and the multi-value variables `$type` / `$sensor` in a regex with
-one value (`temp`, regex-escaped), several (`(a|b)`), and All (the variable's allValue `.*`). Each
-panel must return the series it is drawn from: non-empty, with the columns (and group-by tags) the
+so what Grafana would send is reproduced (ops/dashboards.py, shared with `./iot show`): its macros
+expanded the way its InfluxDB (InfluxQL) datasource expands them -- `$timeFilter` as a relative range
+(`time >= now() - 1h`, the browser's form) and as the absolute millisecond range the backend sends
+(`time > Xms and time < Yms`), `$__interval` / `$__interval_ms`, and the multi-value variables
+`$type` / `$sensor` in a regex with one value (`temp`, regex-escaped), several (`(a|b)`), and All (the
+variable's allValue `.*`). Each panel must return the series it is drawn from: non-empty, with the columns (and group-by tags) the
 panel's alias, transformations and overrides refer to. Panels repeated over a variable run with each
 single value, as Grafana repeats them, and so do panels of a single-value variable (the districts'
 Type). A typo in a query fails (shown by a broken copy below).
@@ -19,7 +19,6 @@ answers are exact.
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import time
@@ -28,6 +27,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from ops.dashboards import expand, load_dashboards
 
 ROOT = Path(__file__).resolve().parents[2]
 DASHBOARDS = ROOT / "grafana-provisioning" / "dashboards"
@@ -65,32 +66,7 @@ EXPECT = {
 }
 
 
-# -- Grafana's macro expansion (InfluxQL datasource) ------------------------------------------------
-def escape_regex(value: str) -> str:
-    """Grafana's escapeRegex (@grafana/data), used for values substituted inside /.../."""
-    return re.sub(r"[\\^$*+?.()|[\]{}/]", lambda m: "\\" + m.group(0), value)
-
-
-def format_var(values: list[str] | str) -> str:
-    """A multi/includeAll variable in a regex: All -> allValue `.*`, one value escaped, several `(a|b)`."""
-    if values == "All":
-        return ".*"
-    if len(values) == 1:
-        return escape_regex(values[0])
-    return "(" + "|".join(escape_regex(v) for v in values) + ")"
-
-
-def expand(query: str, variables: dict[str, list[str] | str], time_filter: str,
-           interval: str = "10s", interval_ms: int = 10_000) -> str:
-    out = query.replace("$timeFilter", time_filter)
-    out = out.replace("$__interval_ms", str(interval_ms)).replace("$__interval", interval)
-    for name in sorted(variables, key=len, reverse=True):
-        out = re.sub(r"\$\{" + name + r"(:regex)?\}|\$" + name + r"\b", lambda _m, n=name: format_var(variables[n]),
-                     out)
-    assert not re.search(r"\$[A-Za-z_{]", out), f"unexpanded macro left in {out}"
-    return out
-
-
+# -- Grafana's macro expansion: ops/dashboards.py (shared with ./iot show) ---------------------------
 def time_filters() -> dict[str, str]:
     now_ms = int(time.time() * 1000)
     return {"relative": "time >= now() - 1h",
@@ -103,10 +79,6 @@ SELECTIONS = {
     "several": {"type": ["temp", "humidity"], "sensor": SENSORS[:2], "district": ["q01", "blagnac"]},
     "all": {"type": "All", "sensor": "All", "district": "All"},
 }
-
-
-def load_dashboards() -> dict[str, dict]:
-    return {p.name: json.loads(p.read_text()) for p in sorted(DASHBOARDS.glob("*.json"))}
 
 
 def panel_cases() -> list[tuple[str, str, dict]]:
