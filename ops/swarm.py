@@ -690,9 +690,19 @@ def undeploy(docker: Docker, stack: str, volumes: bool = False, timeout: float =
     if not docker.dry and stack not in docker.read("stack", "ls", "--format", "{{.Name}}", check=False).split():
         say(f"no stack {stack} on this swarm")
     remove_stack(docker, stack, timeout)
-    if docker.dry:
-        return []
     flt = f"label={STACK_LABEL}={stack}"
+    if docker.dry:  # every command it would run, the volumes' too (named from what this node holds now)
+        docker.progress(f"would wait until the containers and networks of {stack} are gone (timeout {timeout:.0f} s)")
+        if volumes:
+            try:
+                found, why = docker.read("volume", "ls", "-q", "--filter", flt).split(), "none on this node now"
+            except SwarmError as exc:  # no engine to ask: the plan can still be printed
+                found, why = [], f"not listed: {exc}"
+            for volume in found:
+                docker.run("volume", "rm", volume, check=False)
+            if not found:
+                docker.progress(f"would run: docker volume rm on each volume with {flt} ({why})")
+        return []
     left = docker.read("ps", "-aq", "--filter", flt, check=False).split()
     if left:
         raise SwarmError(f"{len(left)} container(s) of {stack} still there after {timeout:.0f} s; "

@@ -99,7 +99,8 @@ def rollback(c, env=None, machine=None, service=None):
     docker, name, _ = _stack_on_manager(c, env, machine)
     with clear_errors():
         rolled = swarm.rollback(docker, name, service or [])
-    print(f"rolled back: {', '.join(rolled) or 'nothing (no service has a previous spec)'}")
+    print(f"{'would roll back' if docker.dry else 'rolled back'}: "
+          f"{', '.join(rolled) or 'nothing (no service has a previous spec)'}")
 
 
 @task(help={"env": ENV_HELP, "machine": MACHINE_HELP,

@@ -14,6 +14,8 @@ class ScriptedDocker:
 
     def __init__(self, gone_after=2, busy_volume_rm=1, volumes=("iot-test_influxdb-data",), dry=False):
         self.dry = dry
+        self.said: list[str] = []
+        self.progress = self.said.append
         self.calls: list[tuple] = []
         self.polls = 0
         self.gone_after = gone_after
@@ -79,4 +81,7 @@ def test_a_volume_that_stays_busy_is_an_error():
 def test_dry_runs_nothing_after_printing():
     docker = ScriptedDocker(dry=True)
     assert swarm.undeploy(docker, "iot-test", volumes=True) == []
-    assert docker.calls == [("stack", "rm", "iot-test")]
+    # Printed, not run: the scripted docker records the dry Docker's would-run commands as calls.
+    assert docker.calls == [("stack", "rm", "iot-test"),
+                            ("volume", "ls", "-q", "--filter", "label=com.docker.stack.namespace=iot-test"),
+                            ("volume", "rm", "iot-test_influxdb-data")]
