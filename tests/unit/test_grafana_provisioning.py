@@ -94,6 +94,18 @@ def test_datasource_has_the_fields_grafana_requires():
     assert ds["editable"] is False
 
 
+# The datasources the course's labs made by hand in Grafana's UI: the English course's kept Grafana's
+# default name for an InfluxDB datasource, the French lab's "le nom de la data source est influx".
+HAND_MADE = {"InfluxDB", "influx"}
+
+
+def test_the_hand_made_datasources_of_the_course_are_deleted():
+    doc = datasource()
+    deleted = {d["name"] for d in doc["deleteDatasources"] if d["orgId"] == 1}
+    assert HAND_MADE <= deleted, f"not deleted: {sorted(HAND_MADE - deleted)}"
+    assert not deleted & {d["name"] for d in doc["datasources"]}  # never ours
+
+
 def test_no_plaintext_password_anywhere(rendered):
     ds = datasource()["datasources"][0]
     assert ds["secureJsonData"] == {"password": f"$__file{{{READER_SECRET}}}"}
