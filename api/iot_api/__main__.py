@@ -23,6 +23,13 @@ def main() -> int:
         print(f"iot-api: configuration error: {exc}", file=sys.stderr)
         return 2
 
+    from .protocol import check_uvicorn
+
+    problem = check_uvicorn()
+    if problem:
+        print(f"iot-api: {problem}", file=sys.stderr)
+        return 2
+
     if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         # Workers are separate processes: prometheus-client aggregates their samples through files.
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="iot-api-metrics-")

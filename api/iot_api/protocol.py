@@ -17,6 +17,10 @@ request, measured under wrk).
 
 Built on internals of the pinned uvicorn (api/requirements.txt): tests/integration/
 test_api_slow_client.py and test_api_http_framing.py exercise them; re-run both when uvicorn is bumped.
+Worth it: `./iot bench --scenarios floor` alternates uvicorn's own protocol and this one on the same
+HTTP floor (docs/benchmarks.md). So that an upgrade cannot break the api silently, the api refuses to
+start on another uvicorn than UVICORN_TESTED (check_uvicorn, called by __main__), and a unit test ties
+that constant to the pin.
 """
 from __future__ import annotations
 
@@ -29,6 +33,22 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from . import config, metrics
 
 log = logging.getLogger("iot_api")
+
+UVICORN_TESTED = "0.54.0"  # the uvicorn whose HttpToolsProtocol internals ApiProtocol uses (api/requirements.txt)
+
+
+def check_uvicorn(installed: str | None = None) -> str | None:
+    """None when the installed uvicorn is the one ApiProtocol was written and tested against; else why not."""
+    if installed is None:
+        import uvicorn
+
+        installed = uvicorn.__version__
+    if installed == UVICORN_TESTED:
+        return None
+    return (f"uvicorn {installed} is installed, but the api's HTTP protocol (iot_api/protocol.py) subclasses the "
+            f"internals of uvicorn {UVICORN_TESTED}: install the pinned version (pip install -r api/requirements.txt), "
+            "or bump UVICORN_TESTED with the pin once tests/integration/test_api_slow_client.py and "
+            "test_api_http_framing.py pass on the new one")
 
 # Set in a request's scope once its whole body has arrived before the app asked for it (the usual
 # case: a small POST comes in one segment); post_data then skips its API_BODY_TIMEOUT deadline, whose

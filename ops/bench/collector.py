@@ -22,7 +22,9 @@ SOURCE = Path(__file__).resolve().parent / "course-collector"
 FILES = ("index.js", "package.json", "package-lock.json")
 INSTALL_DIR = ROOT / "build" / "bench" / "course-collector"  # node_modules stay out of the source tree
 T0_MS = 1_767_225_600_000  # 2026-01-01T00:00:00Z: inside the api's accepted range, far from "now"
-WINDOW_MS = 10**9  # each wrk process gets a window of its own (11.6 days of ms): warm-up and measure never overlap
+WINDOW_MS = 10**8  # each wrk process gets a window of its own (27.8 hours of ms, 50 million readings at
+# a ms apart): warm-up and measure never overlap, and a whole run (~100 wrk processes at most) stays in 2026
+# before today, where the api accepts it (API_MAX_FUTURE)
 BASE = "__BASE_MS__"  # replaced for each wrk process by base_ms()
 
 # wrk's Lua: one reading per request, `ts` one millisecond after the previous one of all threads (each

@@ -55,6 +55,9 @@ def ratios(results: list[dict]) -> dict:
         if gc and gc["readings_per_s"]:
             out[f"mqtt_historian_vs_api_single_at_{WRITE_CONNECTIONS}"] = round(drain["readings_per_s"] / gc["readings_per_s"], 2)
     c = WRITE_CONNECTIONS
+    own = find(results, floor.NAME_API, c)
+    if bare and own and bare["requests_per_s"]:  # what the api's protocol (uvicorn internals) buys or costs
+        out[f"api_protocol_vs_uvicorn_protocol_floor_at_{c}"] = round(own["requests_per_s"] / bare["requests_per_s"], 2)
     course, api_ts = find(results, collector.NAME, c), find(results, collector.API_TS, c)
     if course and course["readings_per_s"]:
         for name, r in (("api_ts_payload", api_ts), ("api_single", gc)):
@@ -111,6 +114,12 @@ def targets(results: list[dict], soak: dict | None = None, cpus: int | None = No
             _target("mqtt_publish_to_queryable_p95_ms", "fleet: publish -> queryable in InfluxDB p95 ≤ 2 s",
                     fleet and fleet["p95_ms"], "<=", 2000.0, "ms", "needs the mqtt scenario"),
         ]
+    if find(results, floor.NAME_API):
+        out.append(_target(f"api_protocol_vs_uvicorn_protocol_floor_at_{c}",
+                           "the api's protocol (uvicorn internals) ≥ 1.10× uvicorn's own, HTTP floor",
+                           rates.get(f"api_protocol_vs_uvicorn_protocol_floor_at_{c}"), ">=", 1.10, "x",
+                           "needs the floor scenario",
+                           "below 1.10: not worth subclassing uvicorn's internals for speed alone"))
     if find(results, collector.NAME) or find(results, collector.API_TS):
         api_ts = find(results, collector.API_TS, c)
         out += [

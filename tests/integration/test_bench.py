@@ -29,7 +29,8 @@ TARGETS = {"group_commit_vs_one_write_per_request_at_64", "single_readings_per_s
            "batch_100_vs_influxdb", "batch_1000_vs_influxdb", "api_memory_flat_over_soak",
            "mqtt_historian_vs_influxdb", "mqtt_historian_vs_api_single_at_64", "mqtt_fleet_cpu_share",
            "mqtt_publish_to_queryable_p95_ms", "api_ts_payload_vs_course_collector_at_64",
-           "api_ts_payload_vs_http_floor_at_64", "api_ts_payload_p99_ms_at_64"}
+           "api_ts_payload_vs_http_floor_at_64", "api_ts_payload_p99_ms_at_64",
+           "api_protocol_vs_uvicorn_protocol_floor_at_64"}
 
 
 def invoke_bench(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -48,7 +49,8 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
     assert names == ["api single", "api batch 100", "influxdb /write batch 100", "api batch 1000",
                      "influxdb /write batch 1000", "reads GET /data, under writes", "writes during GET /data",
                      "reads GET /top, under writes", "writes during GET /top", "api single, one write per request",
-                     "http floor: uvicorn storing nothing", "influxdb /write batch 1000 (mqtt)", "mqtt historian drain",
+                     "http floor: uvicorn storing nothing", "http floor, the api's protocol",
+                     "influxdb /write batch 1000 (mqtt)", "mqtt historian drain",
                      "mqtt nominal fleet (77 stations)", "course collector (node), ts payload", "api single, ts payload"]
     for r in summary["results"]:
         assert r["errors"] == 0, r
@@ -76,7 +78,8 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
                                       "writes_during_top_reads_vs_writes_alone_at_64",
                                       "http_floor_vs_one_write_per_request_at_64", "mqtt_historian_vs_influxdb",
                                       "mqtt_historian_vs_api_single_at_64", "api_ts_payload_vs_course_collector_at_64",
-                                      "api_single_vs_course_collector_at_64", "api_ts_payload_vs_http_floor_at_64"}
+                                      "api_single_vs_course_collector_at_64", "api_ts_payload_vs_http_floor_at_64",
+                                      "api_protocol_vs_uvicorn_protocol_floor_at_64"}
     targets = {t["target"]: t for t in summary["targets"]}
     assert set(targets) == TARGETS
     assert "uvicorn storing nothing answers" in targets["group_commit_vs_one_write_per_request_at_64"]["note"]
