@@ -11,8 +11,13 @@ PYTHON = sys.executable  # the .venv interpreter ./iot runs invoke with
 
 
 def pytest(paths: list[str], keyword: str | None = None, verbose: bool = False,
-           exitfirst: bool = False) -> str:
+           exitfirst: bool = False, jobs: int = 1) -> str:
     args = [PYTHON, "-m", "pytest", *paths]
+    if jobs > 1:
+        # pytest-xdist: tests/conftest.py and tests/e2e/conftest.py put each test in a group (a module, or
+        # the e2e tests that share env test and the swarm); the groups keep the order of the run, whose
+        # first is the longest (the serial e2e chain), instead of xdist's by-size order.
+        args += ["-n", str(jobs), "--dist", "loadgroup", "--no-loadscope-reorder"]
     if keyword:
         args += ["-k", keyword]
     if verbose:

@@ -7,26 +7,39 @@ from ops import commands
 
 from ._common import clear_errors
 
-LAYERS = {"unit": "tests/unit", "integration": "tests/integration", "e2e": "tests/e2e"}
+# quick: the unit layer and the course's path through real processes (simulator -> api -> InfluxDB).
+LAYERS = {"quick": ["tests/unit", "tests/integration/test_simulator_api.py"], "unit": ["tests/unit"],
+          "integration": ["tests/integration"], "e2e": ["tests/e2e"]}
+FULL = ("unit", "integration", "e2e")
 
 
 @task(help={
-    "layer": "only this layer: unit, integration or e2e (default: all)",
+    "layer": "only this layer: quick (the unit layer + simulator -> api -> InfluxDB), unit, integration "
+             "or e2e (default: unit, integration and e2e)",
     "k": "only tests matching this pytest -k expression",
     "verbose": "one line per test",
     "exitfirst": "stop at the first failure",
+    "jobs": "test processes side by side (default 2; 1: one process, in file order)",
 })
-def test(c, layer=None, k=None, verbose=False, exitfirst=False):
+def test(c, layer=None, k=None, verbose=False, exitfirst=False, jobs=2):
     """Run the tests (unit, integration against a real InfluxDB and api, e2e on a real Docker engine).
 
-    Integration tests use INFLUXDB_URL when set, otherwise they start Debian's influxd on a free
-    loopback port with its data in a temporary folder; the api runs as a real server process. e2e
-    tests build the images and run the stacks; without a Docker engine they are skipped with the
-    reason printed, unless IOT_REQUIRE_DOCKER=1 (as in CI) makes that a failure."""
+    First installs what they need and this machine lacks (influxd, mosquitto, nginx, wrk, Chromium from
+    Debian's packages; the Docker engine for e2e), as `./iot up` installs the engine; where it cannot
+    (not Debian, not root), the tests that need a missing program are skipped with the reason, unless
+    IOT_REQUIRE_DOCKER=1 or CI=true make that a failure. Integration tests use INFLUXDB_URL when set,
+    otherwise their own influxd on a free loopback port. Two processes by default: the e2e tests that
+    share env test and the swarm run in order on one, everything else beside them on the other."""
+    from ops import needs
+
     if layer and layer not in LAYERS:
         raise Exit(f"unknown layer {layer!r}: use one of {', '.join(LAYERS)}", code=2)
-    paths = [LAYERS[layer]] if layer else list(LAYERS.values())
-    c.run(commands.pytest(paths, keyword=k, verbose=verbose, exitfirst=exitfirst), pty=False)
+    if int(jobs) < 1:
+        raise Exit(f"--jobs {jobs}: give 1 or more", code=2)
+    paths = LAYERS[layer] if layer else [p for name in FULL for p in LAYERS[name]]
+    with clear_errors():
+        needs.ensure(paths, dry=c.config.run.dry)
+    c.run(commands.pytest(paths, keyword=k, verbose=verbose, exitfirst=exitfirst, jobs=int(jobs)), pty=False)
 
 
 @task

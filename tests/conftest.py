@@ -5,6 +5,15 @@
 - `db_name` (function): a fresh database name, so tests never see each other's points.
 - `api` (function): the api as a real server process on a free port, on a fresh database.
 - `start_api` (function): factory for an api with extra environment (auth, retention, limits…).
+
+A program a test needs (ops/needs.py: influxd, mosquitto, nginx, wrk, Chromium…) and this machine lacks
+skips that test with the reason, or fails it where a missing program is an error (CI: IOT_REQUIRE_DOCKER=1
+or CI=true). `./iot test` installs them first.
+
+Side by side (pytest-xdist `--dist loadgroup`, as `./iot test` runs it): the tests of a group run in order on
+one worker; tests/worker_groups.py says which tests form a group (a module; the e2e tests that share env
+test and the swarm). xdist's own loadgroup (xdist_group marks) does not work with pytest 9 (it renames
+`_nodeid`, which pytest 9 no longer reads), so the scheduler below groups by the test ids itself.
 """
 from __future__ import annotations
 
@@ -21,10 +30,56 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness import ApiServer, InfluxServer  # noqa: E402
+from worker_groups import group_of, rank  # noqa: E402
+
+from ops import needs  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def lacking(need: needs.Need) -> None:
+    """Skip the test that needs NEED, or fail it where a missing program is an error (CI)."""
+    if needs.required():
+        pytest.fail(needs.reason(need), pytrace=False)
+    pytest.skip(needs.reason(need))
+
+
+def pytest_runtest_setup(item):
+    for need in needs.for_test(item.path, ROOT):
+        if not need.found():
+            lacking(need)
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: a plain `pytest` run without xdist still loads this file
+def pytest_xdist_make_scheduler(config, log):
+    if config.getoption("dist") != "loadgroup":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class GroupScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return GroupScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config, items):
+    """In a worker of `--dist loadgroup`: the longest groups first (worker_groups.rank); both workers sort
+    alike, so their collections stay equal."""
+    if getattr(config.option, "loadgroup", False):
+        items.sort(key=lambda item: rank(item.nodeid))  # stable: file order otherwise
+
+
+def need_influxd() -> None:
+    """Our own influxd: skip (or fail, in CI) when Debian's influxdb is not installed."""
+    if not needs.BY_COMMAND["influxd"].found():
+        lacking(needs.BY_COMMAND["influxd"])
 
 
 @pytest.fixture(scope="session")
 def influxdb():
+    if not os.environ.get("INFLUXDB_URL"):
+        need_influxd()
     server = InfluxServer(os.environ.get("INFLUXDB_URL"))
     yield server
     server.close()
@@ -34,6 +89,7 @@ def influxdb():
 def private_influxdb():
     if os.environ.get("INFLUXDB_URL"):
         pytest.skip("needs its own influxd to stop and start; INFLUXDB_URL points at a shared one")
+    need_influxd()
     server = InfluxServer()
     yield server
     server.close()

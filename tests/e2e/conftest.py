@@ -7,12 +7,17 @@
   still carries it at the end (containers with their anonymous volumes, networks, volumes) is removed,
   failures included.
 - `docker` (function): run a docker command, return its stdout, fail the test with its stderr.
+
+Side by side (`./iot test` runs two pytest-xdist workers): tests/worker_groups.py says which e2e modules may
+run beside the others; every other one, a new one included, runs in order with the rest of the chain.
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
+import tempfile
 import uuid
 from pathlib import Path
 
@@ -22,7 +27,10 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from ops import engine, images  # noqa: E402
+from ops import engine, images, render  # noqa: E402
+
+# Two workers must not debootstrap the same base, nor make env test's secrets, at the same time.
+BASES_LOCK = Path("/tmp/iot-e2e-bases.lock")
 
 
 def docker_cmd(*args: str, check: bool = True, timeout: float = 300, input_text: str | None = None) -> str:
@@ -62,10 +70,14 @@ def run_label(docker_engine):
 
 @pytest.fixture(scope="session")
 def offline_bases(docker_engine):
-    """The three offline bases, built from the Debian mirror when missing (~40 s), else reused."""
+    """The three offline bases, built from the Debian mirror when missing (~40 s), else reused; and the
+    secrets of env test, which every e2e module uses (secrets/test), made once."""
     tags = dict(images.DEFAULT_TAGS)
-    times = images.bootstrap(debian_tag=tags["debian"], python_tag=tags["python"], influxdb_tag=tags["influxdb"],
-                             progress=lambda m: print(f"bootstrap: {m}"))
+    with open(BASES_LOCK, "a") as lock, tempfile.TemporaryDirectory(prefix="iot-e2e-") as tmp:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        times = images.bootstrap(debian_tag=tags["debian"], python_tag=tags["python"], influxdb_tag=tags["influxdb"],
+                                 progress=lambda m: print(f"bootstrap: {m}"))
+        render.render("test", out_dir=Path(tmp))
     for tag, took in times.items():
         print(f"bootstrap: {tag}: {'reused' if took is None else f'built in {took:.1f} s'}")
     return tags

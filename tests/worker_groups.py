@@ -1,0 +1,34 @@
+"""Which tests may run side by side (`./iot test` runs two pytest-xdist workers; tests/conftest.py).
+
+A group's tests run in order on one worker. A unit or integration module is a group (its module
+fixtures run once). The e2e modules that share env test's build folder, its compose project and stack,
+the swarm or fixed ports are one group, `e2e-serial`, which one worker runs from start to end while the
+other runs everything else. Only the e2e modules of E2E_OWN_RESOURCES, which share none of that, run
+beside it: any other e2e module, a new one included, joins the serial chain until someone checks what it
+shares and lists it here.
+"""
+from __future__ import annotations
+
+E2E_SERIAL = "e2e-serial"
+E2E_OWN_RESOURCES = {  # e2e modules that may run beside the serial chain, and what each keeps to itself
+    "test_images.py": "images under tags of its own (iot-e2e/*), containers under the run label",
+    "test_registry_push.py": "its own registry on a free port, images tagged with a version of its own",
+    "test_db_backup.py": "compose project iotbk-test rendered into a temporary folder, ports 18190-18191",
+    "test_faults_compose.py": "compose project iotfault-test rendered into a temporary folder, ports 18290-18291",
+}
+
+
+def rank(nodeid: str) -> int:
+    """Where a test goes in the run: the serial chain first (one worker starts it at once), then the other
+    e2e modules (long: started early, they do not end the run), then the rest, in file order."""
+    group = group_of(nodeid)
+    return 0 if group == E2E_SERIAL else 1 if group.startswith("tests/e2e/") else 2
+
+
+def group_of(nodeid: str) -> str:
+    """The group of a test id (`tests/e2e/test_stack.py::test_x`): its module, or the serial e2e chain."""
+    module = nodeid.split("::", 1)[0]
+    folder, _, name = module.rpartition("/")
+    if folder == "tests/e2e" and name not in E2E_OWN_RESOURCES:
+        return E2E_SERIAL
+    return module
