@@ -215,7 +215,8 @@ def test_worker_stopped_under_load_service_recovers_and_nothing_acknowledged_is_
                             "--duration", "30", "--sensor-prefix", prefix, "--json", "--progress-interval", "0"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(4)
+        wait_for("the simulator's first readings stored", timeout=60, every=0.5,
+                 check=lambda: influx_count(swarm, survivor, f"WHERE \"sensor_id\" =~ /^{prefix}/") > 0)
         stopped = time.monotonic()
         sh("docker", "stop", cluster.container_name(swarm.name, victim), timeout=60)
         recovered = wait_for(f"the api replica of {victim} to run elsewhere",

@@ -1,4 +1,9 @@
-"""Load and faults on the local Compose stack (env `test`, api published on 18080), with exact counts.
+"""Load and faults on the local Compose stack (env `test`), with exact counts.
+
+The stack is what `./iot up --env test --no-simulator` starts, under a compose project and ports of its
+own (iotfault-test, api on 18290), rendered into a temporary folder as tests/e2e/test_db_backup.py does:
+so it runs beside the e2e tests of env test's own stack (tests/worker_groups.py); `./iot up --set
+project=…` would rewrite build/test/compose.yaml, which they use.
 
 The simulator runs as a real process on this machine against the published port, like a fleet of
 devices outside the stack; every count is read straight from InfluxDB over the stack's internal
@@ -19,7 +24,9 @@ must agree.
 from __future__ import annotations
 
 import os
+import shlex
 import signal
+import subprocess
 import time
 import uuid
 
@@ -27,9 +34,9 @@ import pytest
 import yaml
 from faults_helpers import SimulatorRun, assert_exact_run, memory_bytes
 from iot_api import config as api_config
-from test_stack import ENV, compose, influx_count, iot
+from test_stack import ENV, ROOT, compose, influx_count
 
-from ops import secrets, stack
+from ops import render, secrets, stack
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
@@ -38,6 +45,7 @@ SOAK_DEVICES = 1000
 SAMPLE_EVERY_S = min(3.0, SOAK_SECONDS / 15)  # at least ~15 samples, 5 per third
 MEMORY_MARGIN_MIB = 16  # the last third's peak may exceed the first third's by this much, no more
 FAULT_DEVICES = 50  # fault runs: 50 devices x 10 readings/s, the fault once 500 are stored
+SETS = ["project=iotfault", "api.published_port=18290", "web.published_port=18291"]  # beside env test's stack
 
 
 def fault_args(count: int) -> tuple[str, ...]:
@@ -47,13 +55,22 @@ def fault_args(count: int) -> tuple[str, ...]:
 
 
 @pytest.fixture(scope="module")
-def fault_stack(offline_bases):
-    """The test stack without its simulator, from fresh volumes; removed with its volumes at the end."""
-    iot("down", "--env", ENV, "--volumes", check=False)
-    iot("up", "--env", ENV, "--no-simulator")
-    prepared = stack.prepare(ENV, need_engine=False)
-    yield prepared
-    iot("down", "--env", ENV, "--volumes", check=False)
+def fault_stack(offline_bases, tmp_path_factory):
+    """The test stack without its simulator, from fresh volumes, as `./iot up --no-simulator` starts it
+    (build, then `up --detach --wait`); removed with its volumes at the end."""
+    overrides = {"bases.mode": "offline", **render.parse_overrides(SETS)}
+    prepared = stack.Stack(render.render(ENV, out_dir=tmp_path_factory.mktemp("faults") / "build", overrides=overrides))
+    assert prepared.result.project == "iotfault-test"
+    compose(prepared, "down", "--volumes", "--remove-orphans", check=False)
+    compose(prepared, "build", timeout=900)
+    try:
+        up = prepared.compose("up", "--detach", "--wait", "--remove-orphans")  # no profile: no simulators
+        proc = subprocess.run(shlex.split(up), cwd=ROOT, capture_output=True, text=True, timeout=600,
+                              env={**os.environ, **prepared.run_env()})
+        assert proc.returncode == 0, f"{up} exited {proc.returncode}:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+        yield prepared
+    finally:
+        compose(prepared, "down", "--volumes", "--remove-orphans", check=False)
 
 
 def container(prepared: stack.Stack, service: str) -> str:

@@ -194,7 +194,10 @@ def test_rolling_update_under_load_loses_nothing(deployed, docker):
          "--token-file", str(ROOT / "secrets" / ENV / secrets.SIMULATOR_TOKEN), "--json"],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        time.sleep(2)
+        deadline = time.monotonic() + 60
+        while influx_count(docker, f"WHERE \"sensor_id\" =~ /^{prefix}/") == 0:  # the load is on
+            assert time.monotonic() < deadline and sim.poll() is None, "no reading of the simulator stored in 60 s"
+            time.sleep(0.5)
         iot("deploy", "--env", ENV, "--set", f"version={NEW_VERSION}")
         assert sim.poll() is None, "the simulator ended before the update did: no load during the update"
         out, err = sim.communicate(timeout=180)
