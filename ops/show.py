@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import fnmatch
+import io
 import json
 import math
 import os
@@ -663,15 +664,25 @@ def plot(source: Source, options: Options, snap: Snapshot, path: Path,
              f"(grafana-provisioning/dashboards/overview.json), not by Grafana. {snap.now:%Y-%m-%d %H:%M} UTC.",
              fontsize=8, color="dimgray")
     fig.tight_layout(rect=(0, 0.03, 1, 0.97))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
     try:
-        fig.savefig(path, dpi=100)
+        save_png(buffer, path)
     except OSError as exc:
         raise ShowError(f"--png {path}: cannot write it ({exc.strerror or exc})") from None
-    finally:
-        plt.close(fig)
     if not lines:
         raise ShowError(f"no series to plot in the last {options.since}")
     return {"path": path, "bytes": path.stat().st_size, "interval": dash.influx_duration(interval), "lines": lines}
+
+
+def save_png(source, path: Path) -> None:
+    """A PNG (file or buffer) saved to PATH with a 256-colour palette: the same picture, a third of the bytes
+    (hundreds of thin lines compress badly in full colour). Pillow comes with matplotlib."""
+    from PIL import Image
+
+    with Image.open(source) as image:
+        image.convert("RGB").quantize(colors=256).save(path, format="PNG", optimize=True)
 
 
 def terminal_width(default: int = 100) -> int:
