@@ -9,6 +9,8 @@ Debian mirror only:
 - `build_influxdb_image`: images/influxdb/Dockerfile (Debian's influxdb 1.x, non-root, volume, healthcheck).
 - `bootstrap`: the three in order, each skipped when its tag exists (unless force=True).
 
+`reference`: the image a rendered stack runs for a name (ours or a base of the values' mode).
+
 Service images: `build_image` (one image, through BuildKit: our Dockerfiles use `RUN --mount`), and
 `build_device` (multi-platform with buildx, else the native platform). A CA bundle for a
 TLS-intercepting proxy reaches pip as the BuildKit secret `cabundle`, never as a layer.
@@ -297,6 +299,25 @@ def bootstrap(*, debian_tag: str = DEFAULT_TAGS["debian"], python_tag: str = DEF
     times[python_tag] = build_python_base(python_tag, debian_tag, force=force_children, progress=progress, dry=dry)
     times[influxdb_tag] = build_influxdb_image(influxdb_tag, debian_tag, force=force_children, progress=progress, dry=dry)
     return times
+
+
+# -- which image a stack runs -------------------------------------------------------------------------------
+def reference(values: Mapping, name: str) -> str:
+    """The image the stacks rendered from VALUES (ops.render.load_values) use for NAME. Pure.
+
+    NAME is one of ours (values `images`: api, simulator, device, broker, web; `{registry}{repo}:{version}`,
+    as ops/render.py names them) or a base of the values' `bases.mode` (debian, python, influxdb, grafana).
+    A base the mode has not (offline Grafana) or an unknown NAME: ImageError naming the choices."""
+    ours, mode = values["images"], values["bases"]["mode"]
+    bases = values["bases"][mode]
+    if name in ours:
+        return f"{values['registry']}{ours[name]}:{values['version']}"
+    if name in bases:
+        if bases[name] is None:
+            raise ImageError(f"{name}: no image with {mode} bases (bases.{mode}.{name} is null: it has no "
+                             f"{mode} source); --set bases.mode=online names the official one")
+        return bases[name]
+    raise ImageError(f"unknown image {name!r}: one of {', '.join([*ours, *bases])}")
 
 
 # -- service images -------------------------------------------------------------------------------------

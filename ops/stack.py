@@ -52,12 +52,19 @@ class Stack:
 
 
 def choose_bases(env: str, overrides: dict, progress: Progress) -> dict:
-    """Use the offline bases when the values ask for online ones that cannot be pulled here."""
+    """Use the offline bases when the values ask for online ones that cannot be pulled here.
+
+    A mode given as an override (`--set bases.mode=online`) is what the user asked for: it is kept, with
+    a note when Docker Hub cannot be reached (the official images must then be here already)."""
     values = render.load_values(env, overrides)
-    if values["bases"]["mode"] == "online" and not engine.registry_reachable():
-        progress("Docker Hub cannot be reached: using the offline base images (built from a Debian mirror)")
-        return {**overrides, "bases.mode": "offline"}
-    return overrides
+    if values["bases"]["mode"] != "online" or engine.registry_reachable():
+        return overrides
+    if "bases.mode" in overrides:
+        progress("note: bases.mode=online as asked, although Docker Hub cannot be reached: the official "
+                 "images must already be on this engine")
+        return overrides
+    progress("Docker Hub cannot be reached: using the offline base images (built from a Debian mirror)")
+    return {**overrides, "bases.mode": "offline"}
 
 
 def prepare(env: str, overrides: dict | None = None, progress: Progress = print, dry: bool = False,

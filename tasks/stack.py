@@ -97,5 +97,25 @@ def bootstrap(c, force=False):
                          force=force, dry=c.config.run.dry)
 
 
+@task(name="name", help={"image": "ours: api, simulator, device, broker, web; a base: influxdb, grafana, python, debian",
+                         "env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
+def image_name(c, image, env=None, set=None):  # noqa: A002 - the option is --set
+    """Print the image the env's stack runs for IMAGE, with the bases `up` would choose here.
+
+    For commands typed by hand: IMG=$(./iot images.name influxdb). The base mode is the values' (with
+    --set), switched to the offline bases when they ask for online ones that Docker Hub cannot serve, as
+    `up` and `build` do. Only the name goes to stdout, why a mode was chosen to stderr. Nothing is built
+    or pulled."""
+    import sys
+
+    from ops import images, render, stack
+
+    env = env_of(c, env)
+    with clear_errors():
+        overrides = stack.choose_bases(env, render.parse_overrides(set or []), lambda m: print(m, file=sys.stderr))
+        print(images.reference(render.load_values(env, overrides), image))
+
+
 images_ns = Collection("images")
 images_ns.add_task(bootstrap)
+images_ns.add_task(image_name, name="name")
