@@ -58,6 +58,8 @@ NEEDS = (
          ("tests/integration/test_mqtt_*.py", PAGE, BENCH), paths=("/usr/sbin/mosquitto",)),
     Need("mosquitto_pub", "mosquitto-clients", "the publisher of ./iot bench's mqtt scenario", (BENCH,)),
     Need("wrk", "wrk", "the load generator of ./iot bench", (BENCH,)),
+    Need("node", "nodejs", "the course's Node.js collector, a baseline of ./iot bench", (BENCH,)),
+    Need("npm", "npm", "installs that collector's four packages from its lock (npm ci)", (BENCH,)),
     Need("nginx", "nginx-light", "the live page's server (and the syntax check of its configuration)",
          ("tests/unit/test_web_entrypoint.py", PAGE), (PAGE,), ("/usr/sbin/nginx",)),
     Need("chromium", "chromium", "the headless browser that loads the live page", (PAGE,)),
