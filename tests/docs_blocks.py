@@ -112,11 +112,22 @@ def doc_paths(root: Path = ROOT) -> list[Path]:
     return sorted(found)
 
 
+# The reference pages the README links, in the order a learner opens them after it. Each page whose
+# blocks need the dev stack brings it up first (`./iot up`, idempotent) and brings it down at its end or
+# in a teardown block, so it runs alone (`-k`) as well as in this order.
+REFERENCE_ORDER = ("api.md", "show.md", "configuration.md", "operations.md", "swarm.md", "grafana.md",
+                   "troubleshooting.md", "development.md")
+
+
 def runnable_docs(root: Path = ROOT) -> list[Path]:
     """The documents whose runnable blocks the docs test executes, in the order a learner reads them:
-    the README (the front door), then the labs' index, then the labs by number."""
-    labs = root / "docs" / "labs"
-    ordered = [root / "README.md", labs / "README.md"]
+    the README (the front door), then the reference pages of docs/ that hold runnable or teardown blocks
+    (REFERENCE_ORDER first, any other by name), then the labs' index and the labs by number."""
+    docs, labs = root / "docs", root / "docs" / "labs"
+    named = [docs / name for name in REFERENCE_ORDER]
+    reference = [p for p in named + sorted(set(docs.glob("*.md")) - set(named)) if p.is_file()
+                 and any(b.marker in ("runnable", "teardown") for b in parse_blocks(p.read_text(), p))]
+    ordered = [root / "README.md", *reference, labs / "README.md"]
     ordered += sorted(p for p in labs.glob("[0-9][0-9]-*.md"))
     return [p for p in ordered if p.is_file()]
 
@@ -305,3 +316,52 @@ def table_rows(text: str, heading: str) -> list[list[str]]:
 
 def backticked(cell: str) -> list[str]:
     return re.findall(r"`([^`]*)`", cell)
+
+
+# -- links -----------------------------------------------------------------------------------------------
+_LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
+
+
+def anchors(text: str) -> set[str]:
+    """The anchors GitHub makes of a Markdown text's headings: lower case, punctuation dropped, spaces as
+    hyphens, a repeated heading numbered (-1, -2…)."""
+    found: set[str] = set()
+    counts: dict[str, int] = {}
+    in_fence = False
+    for line in text.splitlines():
+        if _FENCE.match(line):
+            in_fence = not in_fence
+        if in_fence or not re.match(r"#{1,6} ", line):
+            continue
+        slug = re.sub(r"[^\w\- ]", "", line.lstrip("#").strip().lower()).replace(" ", "-")
+        found.add(slug if slug not in counts else f"{slug}-{counts[slug]}")
+        counts[slug] = counts.get(slug, 0) + 1
+    return found
+
+
+def broken_links(path: Path) -> list[str]:
+    """Relative links of a page (outside code) whose file, or whose #anchor in a Markdown file, is missing."""
+    text = path.read_text()
+    problems = []
+    in_fence = False
+    for number, line in enumerate(text.splitlines(), 1):
+        if _FENCE.match(line):
+            in_fence = not in_fence
+            continue
+        if in_fence:
+            continue
+        for target in _LINK.findall(_INLINE.sub("", line)):
+            if re.match(r"[a-z]+:", target):  # http:, https:, mailto:
+                continue
+            file_part, _, anchor = target.partition("#")
+            dest = (path.parent / file_part).resolve() if file_part else path
+            where = f"{_shown(path)}:{number}: {target}"
+            if not dest.exists():
+                problems.append(f"{where}: no such file")
+            elif anchor and dest.suffix == ".md" and anchor not in anchors(dest.read_text()):
+                problems.append(f"{where}: no heading makes #{anchor} in {_shown(dest)}")
+    return problems
+
+
+def _shown(path: Path) -> str:
+    return str(path.relative_to(ROOT)) if ROOT in path.parents else str(path)

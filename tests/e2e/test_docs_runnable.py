@@ -1,5 +1,6 @@
-"""The docs run: every shell block marked runnable in README.md and docs/labs/*.md is executed, in the
-order a learner reads them, against the real Docker engine of this machine.
+"""The docs run: every shell block marked runnable in README.md, the reference pages of docs/ and
+docs/labs/*.md is executed, in the order a learner reads them, against the real Docker engine of this
+machine.
 
 The marking convention (the info string of a fenced block; details in tests/docs_blocks.py and
 docs/labs/README.md):
@@ -15,8 +16,10 @@ test minus INVOKE_IOT_ENV (so `./iot` defaults to env dev, as the docs say). Its
 not a pipe, so a process it starts in the background (`nohup … &`) does not hold the test; every
 process a block started is killed when the test ends. A block that exits non-zero or runs past its time
 limit fails the test of its document, naming the file and the line of the block, with its output.
-The documents run in order (README first, then the labs by number); each lab cleans up after itself,
-and the teardown blocks run at the very end whatever happened.
+The documents run in order (docs_blocks.runnable_docs(): the README, whose last block stops the dev
+stack; the reference pages, each starting the stack it needs and stopping it at its end or in a teardown
+block; then the labs by number, each cleaning up after itself), and the teardown blocks of every
+document run at the very end whatever happened.
 
 Takes about 5 minutes on the reference machine with the images already built (the first `./iot up`
 on a machine without images adds about a minute).

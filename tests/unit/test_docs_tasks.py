@@ -1,11 +1,12 @@
 """The docs and the code cannot drift apart: every `./iot TASK --option` the Markdown pages mention
 exists (the same objects `./iot --list` and `./iot --help TASK` print), every task is documented, every
-shell block carries a known marker, and the README's configuration tables equal the code and the values
-files. The running of the runnable blocks is tests/e2e/test_docs_runnable.py; the parsing is
-tests/docs_blocks.py."""
+shell block carries a known marker, the configuration tables of docs/configuration.md and docs/api.md
+equal the values files and the code, and the README's samples of `./iot up` are what it prints. The
+running of the runnable blocks is tests/e2e/test_docs_runnable.py; the parsing is tests/docs_blocks.py."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ import docs_blocks  # noqa: E402
 
 ROOT = docs_blocks.ROOT
 LABS = ROOT / "docs" / "labs"
+API_PAGE = ROOT / "docs" / "api.md"                       # the api's environment variables
+CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"   # the values table
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +95,8 @@ def test_the_marker_check_can_fail():
 
 def test_the_labs_follow_their_template():
     labs = sorted(LABS.glob("[0-9][0-9]-*.md"))
-    assert [p.name[:2] for p in labs] == [f"{n:02d}" for n in range(1, 13)]
+    assert [p.name[:2] for p in labs] == [f"{n:02d}" for n in range(1, len(labs) + 1)], "labs numbered 01, 02, … without a gap"
+    assert len(labs) >= 12
     index = (LABS / "README.md").read_text()
     for lab in labs:
         text = lab.read_text()
@@ -104,24 +108,91 @@ def test_the_labs_follow_their_template():
 
 
 def test_the_readme_runs_up_first_and_tears_down_last():
+    """The front door's three commands, in order: up, show, test; its last marked block stops the stack."""
     blocks = [b for b in docs_blocks.parse_blocks((ROOT / "README.md").read_text()) if b.marker]
     assert blocks[0].marker == "runnable" and blocks[0].text.strip() == "./iot up"
-    assert blocks[1].marker == "skip" and blocks[1].text.strip() == "./iot test"
+    assert blocks[1].marker == "runnable" and blocks[1].text.strip().startswith("./iot show")
+    assert blocks[2].marker == "skip" and blocks[2].text.strip() == "./iot test"
     assert blocks[-1].marker == "runnable" and blocks[-1].text.strip() == "./iot down --volumes"
 
 
-def test_the_readme_api_variables_are_the_code_s():
+def test_every_runnable_block_is_run():
+    """A page with a runnable block that the docs test does not open would pass untested."""
+    runnable = {path for path in docs_blocks.doc_paths()
+                if any(b.marker == "runnable" for b in docs_blocks.parse_blocks(path.read_text(), path))}
+    missing = sorted(str(p.relative_to(ROOT)) for p in runnable - set(docs_blocks.runnable_docs()))
+    assert missing == [], f"pages whose runnable blocks tests/e2e/test_docs_runnable.py never runs: {missing}"
+
+
+def test_each_reference_page_brings_up_and_stops_its_stack():
+    """The README stops the dev stack in its last block: a reference page run after it (or alone, with -k)
+    must start the stack itself before its examples, and stop it again (a runnable or teardown block),
+    so that the labs after it start from a machine without the dev stack."""
+    pages = [p for p in docs_blocks.runnable_docs() if p.parent == ROOT / "docs"]
+    assert pages, "no reference page with runnable blocks: is runnable_docs() still reading docs/?"
+    problems = []
+    for page in pages:
+        blocks = docs_blocks.parse_blocks(page.read_text(), page)
+        runnable = [b for b in blocks if b.marker == "runnable"]
+        if runnable and not runnable[0].text.startswith("./iot up"):
+            problems.append(f"{runnable[0].where}: the first runnable block of the page does not start with ./iot up")
+        if runnable and not any(b.marker in ("runnable", "teardown") and "./iot down" in b.text for b in blocks):
+            problems.append(f"{page.relative_to(ROOT)}: no runnable or teardown block runs ./iot down")
+    assert problems == [], "\n".join(problems)
+
+
+def test_no_doc_prints_a_test_count():
+    """A sample pytest summary (`634 passed in 33.29s`) goes stale with the next test: the pages name the
+    layers and their times instead."""
+    found = [f"{path.relative_to(ROOT)}:{n}: {line.strip()}" for path in docs_blocks.doc_paths()
+             for n, line in enumerate(path.read_text().splitlines(), 1)
+             if re.search(r"\b\d+ (passed|failed|skipped|deselected)(, | in \d)", line)]
+    assert found == [], "\n".join(found)
+
+
+def _readme_up_samples() -> dict[str, list[str]]:
+    """{"offline" | "online": the lines of render's summary} shown in the README's ```text samples of
+    `./iot up`: a sample with `note: grafana left out` is the offline one, one with `grafana: ` the online."""
+    samples = {}
+    for block in docs_blocks.parse_blocks((ROOT / "README.md").read_text()):
+        lines = [line for line in block.text.splitlines() if block.lang == "text"
+                 and line.startswith(("rendered env ", "api: ", "grafana: ", "web: ", "credentials: ", "note: "))]
+        if any(line.startswith("note: grafana left out") for line in lines):
+            samples["offline"] = lines
+        elif any(line.startswith("grafana: ") for line in lines):
+            samples["online"] = lines
+    return samples
+
+
+def test_the_readme_shows_what_up_prints_offline_and_online(tmp_path):
+    """The README's two samples are what `./iot up` prints for env dev (RenderResult.lines(), the summary
+    `up` prints), with the offline bases and with the online ones."""
+    from ops import render
+
+    samples = _readme_up_samples()
+    assert sorted(samples) == ["offline", "online"], "the README shows no offline or no online sample of ./iot up"
+    for mode, shown in samples.items():
+        result = render.render("dev", out_dir=tmp_path / mode, secrets_dir=tmp_path / "secrets",
+                               overrides={"bases.mode": mode})
+        printed = [line.replace(f"{tmp_path / 'secrets'}/", "secrets/dev/") for line in result.lines()
+                   if not line.startswith("rendered env ")]
+        shown = [line for line in shown if not line.startswith("rendered env ")]
+        assert shown == printed, f"README's {mode} sample of ./iot up vs what it prints"
+
+
+def test_the_api_variables_page_is_the_code_s():
     code = docs_blocks.api_variables(docs_blocks.CONFIG_PY.read_text())
     documented: dict[str, str | None] = {}
-    for name_cell, default_cell, *_ in docs_blocks.table_rows((ROOT / "README.md").read_text(),
-                                                              "The api's environment variables"):
+    rows = docs_blocks.table_rows(API_PAGE.read_text(), "Environment variables")
+    assert len(rows) > 10, f"{API_PAGE.relative_to(ROOT)}: no table under '## Environment variables'"
+    for name_cell, default_cell, *_ in rows:
         names = [n for n in docs_blocks.backticked(name_cell) if n != "_FILE"]
         defaults = docs_blocks.backticked(default_cell)
         for i, name in enumerate(names):
             documented[name] = defaults[i] if len(defaults) == len(names) else None
-    assert sorted(documented) == sorted(code), "README table vs api/iot_api/config.py"
+    assert sorted(documented) == sorted(code), "docs/api.md table vs api/iot_api/config.py"
     wrong = {n: (documented[n], d) for n, d in code.items() if d is not None and documented[n] != d}
-    assert wrong == {}, f"README default vs code default: {wrong}"
+    assert wrong == {}, f"docs/api.md default vs code default: {wrong}"
 
 
 def test_the_api_variable_reader_sees_defaults():
@@ -138,11 +209,11 @@ def _scalar(value) -> str:
     return '""' if value == "" else str(value)
 
 
-def test_the_readme_values_table_is_the_values_files():
+def test_the_values_table_is_the_values_files():
     from ops import render
 
-    rows = docs_blocks.table_rows((ROOT / "README.md").read_text(), "Values files")
-    assert len(rows) > 10
+    rows = docs_blocks.table_rows(CONFIGURATION_PAGE.read_text(), "Values files")
+    assert len(rows) > 10, f"{CONFIGURATION_PAGE.relative_to(ROOT)}: no table under '## Values files'"
     defaults = yaml.safe_load((ROOT / "stacks" / "values" / "defaults.yaml").read_text())
     envs = {env: render.load_values(env) for env in ("dev", "test", "prod")}
     problems = []
@@ -160,10 +231,27 @@ def test_the_readme_values_table_is_the_values_files():
             problems.append(f"{key}: not in stacks/values/defaults.yaml")
             continue
         if docs_blocks.backticked(default_cell) != [_scalar(default)]:
-            problems.append(f"{key}: default {default_cell} in the README, {_scalar(default)} in defaults.yaml")
+            problems.append(f"{key}: default {default_cell} in the page, {_scalar(default)} in defaults.yaml")
         for env, cell in (("dev", dev), ("test", test), ("prod", prod)):
             want = _scalar(lookup(envs[env]))
             shown = docs_blocks.backticked(cell)
             if (shown[0] if shown else _scalar(default)) != want:
-                problems.append(f"{key}: {env} is {want}, the README says {cell or 'the default'}")
+                problems.append(f"{key}: {env} is {want}, the page says {cell or 'the default'}")
     assert problems == [], "\n".join(problems)
+
+
+def test_the_docs_links_resolve():
+    """Moving a section to another page must not leave links to it behind: every relative link of every
+    page reaches a file, and an #anchor into a Markdown page one of its headings."""
+    problems = [p for path in docs_blocks.doc_paths() for p in docs_blocks.broken_links(path)]
+    assert problems == [], "\n".join(problems)
+
+
+def test_the_link_check_can_fail(tmp_path):
+    page = ROOT / "docs" / "api.md"
+    fake = tmp_path / "fake.md"
+    fake.write_text(f"[ok]({page}#environment-variables) [gone]({page}#two-commands) [none](nowhere.md)\n"
+                    "`[code](ignored.md)` [web](https://example.org/x)\n\n```\n[fenced](ignored.md)\n```\n")
+    problems = "\n".join(docs_blocks.broken_links(fake))
+    assert "#two-commands" in problems and "nowhere.md: no such file" in problems, problems
+    assert "environment-variables" not in problems and "ignored" not in problems and "example" not in problems
