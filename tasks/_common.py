@@ -3,8 +3,18 @@ from contextlib import contextmanager
 
 from invoke import Exit
 
-ENV_HELP = ("environment: a values file in stacks/values/ (dev, test, prod); default: the config's iot.env "
-            "(dev; set it in invoke.yaml or with INVOKE_IOT_ENV)")
+# The config's defaults as the help states them: tasks/__init__.py configures the same (tests/unit/test_task_help.py
+# holds them equal, and each task to the default its help states); invoke.yaml or INVOKE_IOT_* override them.
+IOT_DEFAULTS = {"env": "dev", "autotest_env": "test"}
+
+
+def env_help(key="env"):
+    """--env's help for a task whose default environment is the config's iot.KEY (env_of's default_key)."""
+    return (f"environment: a values file in stacks/values/ (dev, test, prod); default: the config's iot.{key} "
+            f"({IOT_DEFAULTS[key]}; set it in invoke.yaml or with INVOKE_IOT_{key.upper()})")
+
+
+ENV_HELP = env_help()
 SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
 
 

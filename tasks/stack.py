@@ -1,7 +1,7 @@
 """Local stacks with Docker Compose: render, build, up, down, logs, ps, autotest; the offline base images."""
 from invoke import Collection, Exit, task
 
-from ._common import ENV_HELP, SET_HELP, clear_errors, env_of, prepare_stack
+from ._common import ENV_HELP, SET_HELP, clear_errors, env_help, env_of, prepare_stack
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
@@ -69,7 +69,7 @@ def ps(c, env=None):
     c.run(stack.compose("ps", "--all", profiles=("simulator",)), env=stack.run_env(), pty=False)
 
 
-@task(help={"env": ENV_HELP, "set": SET_HELP}, iterable=["set"])
+@task(help={"env": env_help("autotest_env"), "set": SET_HELP}, iterable=["set"])
 def autotest(c, env=None, set=None):
     """Run the autotest file: its `sut` service checks the stack end to end; its exit code is the verdict."""
     stack = prepare_stack(c, env_of(c, env, "autotest_env"), set)
