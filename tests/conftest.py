@@ -17,9 +17,12 @@ test and the swarm). xdist's own loadgroup (xdist_group marks) does not work wit
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import sys
+import tempfile
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -68,6 +71,34 @@ def pytest_collection_modifyitems(config, items):
     alike, so their collections stay equal."""
     if getattr(config.option, "loadgroup", False):
         items.sort(key=lambda item: rank(item.nodeid))  # stable: file order otherwise
+
+
+@contextmanager
+def _locked(path: Path, how: int):
+    with open(path, "a") as f:
+        fcntl.flock(f, how)
+        yield
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)  # outside pytest-timeout: waiting here is not the test's time
+def pytest_runtest_protocol(item, nextitem):
+    """Side by side, a test marked `exclusive` (a load test that needs the whole machine, like the soak)
+    runs alone: it closes a gate that every test passes (so no new test starts), waits for the test
+    running on the other worker to end, runs, and opens the gate again."""
+    run = getattr(item.config, "workerinput", {}).get("testrunuid")
+    if run is None:  # not an xdist worker: one test at a time anyway
+        return (yield)
+    gate, running = (Path(tempfile.gettempdir()) / f"iot-tests-{run}.{name}" for name in ("gate", "running"))
+    if item.get_closest_marker("exclusive"):
+        with _locked(gate, fcntl.LOCK_EX), _locked(running, fcntl.LOCK_EX):
+            return (yield)
+    with _locked(gate, fcntl.LOCK_EX):  # waits while an exclusive test holds the gate
+        running_file = open(running, "a")  # noqa: SIM115 - held until the test ends, closed below
+        fcntl.flock(running_file, fcntl.LOCK_SH)
+    try:
+        return (yield)
+    finally:
+        running_file.close()
 
 
 def need_influxd() -> None:

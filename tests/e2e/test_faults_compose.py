@@ -98,6 +98,7 @@ def wait_healthy(docker, container_id: str, timeout: float = 90) -> None:
     raise AssertionError(f"{container_id[:12]} not running and healthy after {timeout} s: {state}")
 
 
+@pytest.mark.exclusive  # 1,000 readings/s take both cores: beside other tests it could not keep up
 @pytest.mark.timeout(SOAK_SECONDS + 300)  # the soak itself, the stack's start (first test), the drain
 def test_soak_1000_devices_stores_everything_without_errors_and_bounded_api_memory(fault_stack, docker):
     prepared = fault_stack
