@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -90,6 +92,29 @@ def test_simulator_readings_reach_influxdb_exactly(test_stack):
     assert influx_count(prepared, "WHERE \"sensor_id\" =~ /^e2e-/") - before == summary["generated"]
     stats = api_get(prepared, "/sensors/e2e-0001/stats")["stats"]
     assert stats["temp"]["count"] == 10 and stats["humidity"]["count"] == 10
+
+
+def test_show_draws_the_stack_s_data(test_stack, tmp_path):
+    """`./iot show` on the running stack, through its api container as the InfluxDB reader: the stack's
+    simulator devices are listed, the MQTT fleet's stations summarised; --png writes a real plot."""
+    path = tmp_path / "overview.png"
+    devices = render.load_values(ENV, {"bases.mode": "offline"})["simulator"]["devices"]
+    rows = [re.compile(rf"^  sim-{i:04d} +[-\d.]+ +[-\d.]+ ", re.M) for i in range(1, devices + 1)]
+    for _ in range(5):  # run right after `up`, the simulator's devices may not all have sent yet
+        out = iot("show", "--env", ENV, "--png", str(path), timeout=120).stdout
+        if all(row.search(out) for row in rows):
+            break
+        time.sleep(2)
+    assert "the IoT overview dashboard's queries, run by ./iot show: not Grafana" in out, out
+    assert all(row.search(out) for row in rows), out  # the simulator service's default ids, sim-0001...
+    assert re.search(r"^  tls-\* \(\d+ sensors\) +min ", out, re.M), out  # the fleet's 77 stations, summarised
+    assert re.search(r"^  temp +[·▁▂▃▄▅▆▇█]+ +[\d,]+/min( \(\d+ min/col\))?$", out, re.M), out
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000, f"{len(data)} bytes"
+    import matplotlib.image
+
+    rgb = matplotlib.image.imread(str(path))[..., :3]
+    assert ((rgb.max(axis=2) - rgb.min(axis=2)) > 0.25).sum() > 200, "no plotted (coloured) pixels"
 
 
 def test_down_keeps_data_and_down_volumes_removes_it(test_stack):
