@@ -15,6 +15,9 @@ E2E_OWN_RESOURCES = {  # e2e modules that may run beside the serial chain, and w
     "test_registry_push.py": "its own registry on a free port, images tagged with a version of its own",
     "test_db_backup.py": "compose project iotbk-test rendered into a temporary folder, ports 18190-18191",
     "test_faults_compose.py": "compose project iotfault-test rendered into a temporary folder, ports 18290-18291",
+    "test_online_bases.py": "compose project iot-online-dev, a temporary build/ and secrets/, ports 28337, 23000, "
+                            "28088, version 0.0.0-online; the stand-in tags it adds name official images no "
+                            "offline-mode test runs",
 }
 
 
