@@ -135,7 +135,9 @@ def test_sampling_never_waits_on_a_hung_api(dev):
 def test_sensor_errors_are_logged_and_sampling_goes_on(dev):
     dev.temp.unlink()
     proc = start(dev, DEVICE_INTERVAL="0.1")
-    time.sleep(0.5)
+    # the agent has tried (and logged the missing file) before the file comes back, however slow its start
+    wait_for(lambda: dev.log.exists() and "does not exist (check DEVICE_TEMP_PATH)" in dev.log.read_text(),
+             what="the missing file logged")
     assert queued(dev) == 0
     dev.temp.write_text("50000\n")
     wait_for(lambda: queued(dev) >= 2, what="readings after the file came back")
