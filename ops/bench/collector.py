@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import socket
 import subprocess
 from contextlib import contextmanager
 from pathlib import Path
 
-from .common import ROOT, BenchError, InfluxServer, free_port, wait_until
+from .common import ROOT, BenchError, InfluxServer, free_port, listening
 
 NAME = "course collector (node), ts payload"
 API_TS = "api single, ts payload"
@@ -88,11 +87,6 @@ class Server:
         self.proc, self.url, self.db = proc, url, db
 
 
-def _connects(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
-
-
 @contextmanager
 def server(influx: InfluxServer, db: str, progress):
     """The collector on a free loopback port, writing into `db` of influx (created first: the course
@@ -102,21 +96,6 @@ def server(influx: InfluxServer, db: str, progress):
     port = free_port()
     env = {"PATH": "/usr/bin:/bin:/usr/local/bin", "PORT": str(port), "INFLUXDB_HOST": "127.0.0.1",
            "INFLUXDB_PORT": str(influx.port), "INFLUXDB_DB": db, "NODE_ENV": "production"}
-    # winston logs every reading on stdout, as in the course: its cost is part of the baseline.
-    proc = subprocess.Popen(["node", "index.js"], cwd=where, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        try:
-            wait_until(lambda: proc.poll() is not None or _connects(port), 20, "the course collector listening",
-                       interval=0.1)
-        except TimeoutError as exc:
-            raise BenchError(f"the course collector did not start: {exc}") from None
-        if proc.poll() is not None:
-            raise BenchError(f"the course collector did not start: {proc.stderr.read().decode()[-300:]}")
+    # winston logs every reading on stdout, as in the course: its cost is part of the baseline (not kept).
+    with listening(["node", "index.js"], port, "the course collector", cwd=where, env=env) as proc:
         yield Server(proc, f"http://127.0.0.1:{port}", db)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()

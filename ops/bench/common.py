@@ -1,8 +1,11 @@
 """What the parts of the benchmark share: its errors, the request bodies, the real servers it measures."""
 from __future__ import annotations
 
+import socket
+import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,3 +44,30 @@ def start_api(influx: InfluxServer, db: str, workers: int, **env: str) -> ApiSer
         return ApiServer(influx.url, db, {"API_WORKERS": str(workers), "API_LOG_LEVEL": "warning", **env})
     except (RuntimeError, TimeoutError) as exc:
         raise BenchError(f"the api did not start: {exc}") from None
+
+
+def _connects(port: int) -> bool:
+    with socket.create_connection(("127.0.0.1", port), timeout=1):
+        return True
+
+
+@contextmanager
+def listening(cmd: list[str], port: int, what: str, **popen):
+    """A server process (cmd, listening on loopback PORT) for the duration of a `with` block: started,
+    waited for until it listens or dies (a bad option, the port taken meanwhile), stopped at the end."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, **popen)
+    try:
+        try:
+            wait_until(lambda: proc.poll() is not None or _connects(port), 20, f"{what} listening", interval=0.1)
+        except TimeoutError as exc:
+            raise BenchError(f"{what} did not start: {exc}") from None
+        if proc.poll() is not None:
+            raise BenchError(f"{what} did not start: {proc.stderr.read().decode()[-300:]}")
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

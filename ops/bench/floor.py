@@ -12,12 +12,11 @@ in one run, show what that subclass of uvicorn's internals is worth on the HTTP 
 """
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
 
-from .common import ROOT, BenchError, free_port, wait_until
+from .common import ROOT, free_port, listening
 
 NAME = "http floor: uvicorn storing nothing"
 NAME_API = "http floor, the api's protocol"
@@ -41,11 +40,6 @@ async def app(scope, receive, send):
 class Server:
     def __init__(self, proc: subprocess.Popen, url: str):
         self.proc, self.url = proc, url
-
-
-def _connects(port: int) -> bool:
-    with socket.create_connection(("127.0.0.1", port), timeout=1):
-        return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -75,24 +69,8 @@ def server(workers: int, protocol: str = "httptools"):
     """uvicorn serving `app` on a free loopback port for the duration of a `with` block."""
     port = free_port()
     cmd = [sys.executable, "-m", "ops.bench.floor", "--protocol", protocol, "--port", str(port), "--workers", str(workers)]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        try:  # until it listens, or dies (a bad option, the port taken meanwhile)
-            wait_until(lambda: proc.poll() is not None or _connects(port), 20, "the floor server listening",
-                       interval=0.1)
-        except TimeoutError as exc:
-            raise BenchError(f"the floor server did not start: {exc}") from None
-        if proc.poll() is not None:
-            raise BenchError(f"the floor server did not start: {proc.stderr.read().decode()[-300:]}")
+    with listening(cmd, port, "the floor server", cwd=ROOT) as proc:
         yield Server(proc, f"http://127.0.0.1:{port}")
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
 
 if __name__ == "__main__":
     sys.exit(main())
