@@ -65,6 +65,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ops.errors import OpsError
+
 Progress = Callable[[str], None]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,7 +96,7 @@ DIND_FLAGS = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
               "--device-cgroup-rule", "a *:* rwm")
 
 
-class ClusterError(Exception):
+class ClusterError(OpsError):
     """A cluster step failed; the message says which and shows the end of its output."""
 
 

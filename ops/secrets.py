@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import mqtt_auth
+from .errors import OpsError
 
 # Names of the secret files (not values).
 INFLUXDB_ADMIN_PASSWORD = "influxdb_admin_password"  # noqa: S105
@@ -57,7 +58,7 @@ _MQTT_DERIVED = (MOSQUITTO_PASSWD, MOSQUITTO_ACL)  # remade when stale (they hol
 DEFAULT_MQTT_USERS = {role: f"iot_{role}" for role in mqtt_auth.ROLES}
 
 
-class SecretsError(Exception):
+class SecretsError(OpsError):
     """A secrets folder or file that cannot be used; the message names the path, never a value."""
 
 

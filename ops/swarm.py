@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops.errors import OpsError
 from ops.secrets import INFLUXDB_ADMIN_PASSWORD
 
 Progress = Callable[[str], None]
@@ -49,7 +50,7 @@ FAILED_UPDATE_STATES = {"paused", "rollback_paused", "rollback_completed"}  # ro
 STUCK_STATES = {"paused", "updating"}  # `docker service rollback` helps; Swarm's own rollback is left alone
 
 
-class SwarmError(Exception):
+class SwarmError(OpsError):
     """A deploy (or another swarm task) that did not succeed; str() is the one line to show."""
 
 

@@ -8,6 +8,8 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+from ops.errors import OpsError
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -23,12 +25,14 @@ def rfc3339_ms(ns: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ns // 10**9)) + f".{ns // 10**6 % 1000:03d}Z"
 
 
-class BenchError(Exception):
+class BenchError(OpsError):
     """A tool error (a server or wrk failed, readings went missing): one line, exit status 1."""
 
 
 class OptionError(BenchError):
     """A bad option: one line, exit status 2."""
+
+    exit_code = 2
 
 
 def start_influx() -> InfluxServer:

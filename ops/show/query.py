@@ -21,6 +21,7 @@ from pathlib import Path
 from ops import dashboards as dash
 from ops import db, render
 from ops import secrets as secrets_mod
+from ops.errors import OpsError
 
 ROOT = Path(__file__).resolve().parents[2]  # the repository (ops/show/query.py)
 OVERVIEW, DISTRICTS = "iot-overview", "iot-districts"
@@ -41,7 +42,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9_.:*-]{1,100}$")  # a type or sensor id (or gl
 SPARK = "▁▂▃▄▅▆▇█"
 
 
-class ShowError(Exception):
+class ShowError(OpsError):
     """Bad input or nothing to show; str() is the one line to print."""
 
 
