@@ -121,11 +121,6 @@ def image_size(tag: str) -> int:
     return int(out.strip())
 
 
-def bytes_added(tag: str, base: str) -> int:
-    """Bytes our Dockerfile adds on top of its base: image size minus base size (same layers below)."""
-    return image_size(tag) - image_size(base)
-
-
 # -- offline bases --------------------------------------------------------------------------------------
 def sources_list(mirror: str = DEFAULT_MIRROR, suite: str = DEFAULT_SUITE) -> str:
     """apt sources for the image: the suite, its updates, and security updates (same host, plain http)."""

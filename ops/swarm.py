@@ -105,7 +105,6 @@ def _last_line(text: str) -> str:
 
 # -- targets ----------------------------------------------------------------------------------------
 _EXPORT = re.compile(r'^\s*export\s+([A-Z_][A-Z0-9_]*)="?(.*?)"?\s*$')
-_UNSET = re.compile(r"^\s*unset\s+(.+)$")
 
 
 def parse_machine_env(text: str) -> dict[str, str]:
