@@ -240,5 +240,6 @@ def influx_baseline(runner, batch_max: int) -> dict:
     return {"readings_per_s": round((res["requests"] - res["non2xx"]) * batch_max / elapsed, 1),
             "requests_per_s": round(res["requests"] / elapsed, 1), "p50_ms": res["p50_us"] / 1000,
             "p95_ms": res["p95_us"] / 1000, "p99_ms": res["p99_us"] / 1000,
-            "errors": res["socket_errors"] + res["non2xx"], "influxd_cpu_s": delta["influxd_cpu_s"]}
+            "errors": res["socket_errors"] + res["non2xx"], "influxd_cpu_s": delta["influxd_cpu_s"],
+            "requests": res["requests"], "wrk_cpu_s": res["wrk_cpu_s"]}
 

@@ -73,6 +73,38 @@ def ratios(results: list[dict]) -> dict:
     return out
 
 
+def cpu_budget(results: list[dict], cores: int | None) -> dict | None:
+    """Issue #15's bar in CPU time: wrk, influxd and the server share the machine's cores, so the sum of
+    their CPU per request bounds the rate. What 75% of the floor leaves the api, after influxd's and wrk's
+    share, set beside what the api and the do-nothing floor server use."""
+    c = WRITE_CONNECTIONS
+    api_ts, bare = find(results, collector.API_TS, c), find(results, floor.NAME, c)
+    a, f = (api_ts or {}).get("cpu_us_per_request") or {}, (bare or {}).get("cpu_us_per_request") or {}
+    if not cores or not {"server", "influxd", "wrk"} <= a.keys() or not {"server", "wrk"} <= f.keys():
+        return None
+    api_total, floor_total = a["server"] + a["influxd"] + a["wrk"], f["server"] + f["wrk"]
+    bar = 0.75 * bare["requests_per_s"]
+    at_bar = cores * 1e6 / bar
+    return {"cores": cores, "api_ts_us": a, "api_ts_total_us": round(api_total, 1),
+            "api_ts_ceiling_per_s": round(cores * 1e6 / api_total), "api_ts_per_s": api_ts["requests_per_s"],
+            "floor_us": f, "floor_total_us": round(floor_total, 1), "floor_ceiling_per_s": round(cores * 1e6 / floor_total),
+            "floor_per_s": bare["requests_per_s"], "bar_per_s": round(bar), "us_per_request_at_bar": round(at_bar, 1),
+            "api_us_left_at_bar": round(at_bar - a["influxd"] - a["wrk"], 1)}
+
+
+def cpu_budget_text(b: dict) -> str:
+    a, f = b["api_ts_us"], b["floor_us"]
+    return "\n".join([
+        f"cpu per request at {WRITE_CONNECTIONS} connections, µs (the server, influxd and wrk share {b['cores']} cores):",
+        f"  {collector.API_TS:36} api {a['server']:.0f} + influxd {a['influxd']:.0f} + wrk {a['wrk']:.0f} = "
+        f"{b['api_ts_total_us']:.0f}: at most {b['api_ts_ceiling_per_s']:,}/s (measured {b['api_ts_per_s']:,.0f}/s)",
+        f"  {floor.NAME:36} server {f['server']:.0f} + wrk {f['wrk']:.0f} = {b['floor_total_us']:.0f}: "
+        f"at most {b['floor_ceiling_per_s']:,}/s (measured {b['floor_per_s']:,.0f}/s)",
+        f"  75% of the floor, {b['bar_per_s']:,}/s, is {b['us_per_request_at_bar']:.0f} µs a request in all; after "
+        f"influxd's {a['influxd']:.0f} and wrk's {a['wrk']:.0f}, {b['api_us_left_at_bar']:.0f} µs for the api, "
+        f"which uses {a['server']:.0f} (the do-nothing floor server {f['server']:.0f})"])
+
+
 def _target(key: str, text: str, measured, op: str, threshold: float, unit: str, missing: str, note: str = "") -> dict:
     met = None if measured is None else bool(measured >= threshold if op == ">=" else measured <= threshold)
     return {"target": key, "description": text, "measured": measured, "op": op, "threshold": threshold,
@@ -145,6 +177,9 @@ def summarize(results: list[dict], settings: dict, soak: dict | None = None) -> 
     if soak is not None:
         summary["soak"] = soak
     summary["targets"] = targets(results, soak, info["cpus"])
+    budget = cpu_budget(results, info["cpus"])
+    if budget:
+        summary["cpu_budget"] = budget
     return summary
 
 
@@ -169,7 +204,7 @@ def targets_table(targets_: list[dict]) -> str:
 
 def table(summary: dict) -> str:
     head = (f"{'scenario':34} {'conns':>5} {'req/s':>9} {'readings/s':>11} {'p50 ms':>7} {'p95 ms':>7} "
-            f"{'p99 ms':>7} {'errors':>6} {'api cpu s':>9} {'influxd cpu s':>13}")
+            f"{'p99 ms':>7} {'errors':>6} {'api cpu s':>9} {'influxd cpu s':>13} {'wrk cpu s':>9}")
     rows = [head, "-" * len(head)]
 
     def num(v, fmt):
@@ -178,9 +213,12 @@ def table(summary: dict) -> str:
     for r in summary["results"]:
         rows.append(f"{r['name']:34} {r['connections']:>5} {r['requests_per_s']:>9.0f} {num(r['readings_per_s'], '.0f'):>11} "
                     f"{r['p50_ms']:>7.2f} {r['p95_ms']:>7.2f} {r['p99_ms']:>7.2f} {r['errors']:>6} "
-                    f"{num(r['api_cpu_s'], '.1f'):>9} {num(r.get('influxd_cpu_s'), '.1f'):>13}")
+                    f"{num(r['api_cpu_s'], '.1f'):>9} {num(r.get('influxd_cpu_s'), '.1f'):>13} "
+                    f"{num(r.get('wrk_cpu_s'), '.1f'):>9}")
     rows.append("")
     rows += [f"{k}: {v:.2f}x" for k, v in summary["ratios"].items()]
+    if summary.get("cpu_budget"):
+        rows += ["", cpu_budget_text(summary["cpu_budget"])]
     rows += ["", targets_table(summary["targets"])]
     return "\n".join(rows)
 

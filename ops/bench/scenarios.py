@@ -48,15 +48,26 @@ class Result:
     kind: str = "write"  # "read", or "floor" (uvicorn storing nothing: floor.py)
     returned_data: bool | None = None  # reads: a sample answer had the expected readings
     cpu_share: float | None = None  # mqtt fleet: CPU of broker, historian, processor and fleet / one core
+    wrk_cpu_s: float | None = None  # CPU time of wrk itself, on the same cores as what it measures
+    # CPU µs per request of the server measured (the api, the floor, the collector), influxd and wrk: on 2 cores
+    # shared by all three, their sum bounds the rate (report.cpu_budget).
+    cpu_us_per_request: dict | None = None
+
+
+def _us_per_request(requests: int, **cpu_s: float | None) -> dict | None:
+    return {k: round(v / requests * 1e6, 1) for k, v in cpu_s.items() if v is not None and requests} or None
 
 
 def _row(name: str, conns: int, per_request: int, res: dict, kind: str = "write", **extra) -> Result:
     elapsed = res["duration_us"] / 1e6
     ok = res["requests"] - res["non2xx"]
+    per_request_us = _us_per_request(res["requests"], server=extra.get("api_cpu_s"), influxd=extra.get("influxd_cpu_s"),
+                                     wrk=res.get("wrk_cpu_s"))
     return Result(name, conns, per_request, round(res["requests"] / elapsed, 1),
                   round(ok * per_request / elapsed, 1) if kind == "write" else None,
                   res["p50_us"] / 1000, res["p95_us"] / 1000, res["p99_us"] / 1000,
-                  res["socket_errors"] + res["non2xx"], kind=kind, **extra)
+                  res["socket_errors"] + res["non2xx"], kind=kind, wrk_cpu_s=res.get("wrk_cpu_s"),
+                  cpu_us_per_request=per_request_us, **extra)
 
 
 def _batch(n: int, t0: int) -> tuple[bytes, bytes]:
@@ -177,7 +188,9 @@ class Runner:
         raw = mqtt.influx_baseline(self, size)
         self.results.append(Result(f"influxdb /write batch {size} (mqtt)", 8, size, raw["requests_per_s"],
                                    raw["readings_per_s"], raw["p50_ms"], raw["p95_ms"], raw["p99_ms"], raw["errors"],
-                                   None, influxd_cpu_s=raw["influxd_cpu_s"]))
+                                   None, influxd_cpu_s=raw["influxd_cpu_s"], wrk_cpu_s=raw["wrk_cpu_s"],
+                                   cpu_us_per_request=_us_per_request(raw["requests"], influxd=raw["influxd_cpu_s"],
+                                                                      wrk=raw["wrk_cpu_s"])))
         d = mqtt.drain(self, size, wait_ms)
         self.progress(f"bench: mqtt drain {d['readings']:,} readings in {d['seconds']:.1f} s = {d['readings_per_s']:,.0f}/s "
                       f"(historian {d['historian_cpu_s']} s CPU, broker {d['broker_cpu_s']} s, influxd {d['influxd_cpu_s']} s)")

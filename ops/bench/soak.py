@@ -8,7 +8,6 @@ acknowledged reading checked in InfluxDB.
 """
 from __future__ import annotations
 
-import subprocess
 import time
 from pathlib import Path
 
@@ -91,10 +90,7 @@ def _soak(influx: InfluxServer, api: ApiServer, seconds: float, work: Path, prog
                 rate = (counted - last[1]) / max(elapsed - last[0], 1e-9)
                 progress(f"soak {elapsed:6.0f}/{seconds:g} s  {rate:9,.0f} readings/s  api RSS {samples[-1][1]:7.1f} MiB")
                 next_report, last = next_report + report_every, (elapsed, counted)
-            try:
-                load.proc.wait(timeout=max(0.0, len(samples) * every - (time.monotonic() - start)))
-            except subprocess.TimeoutExpired:
-                pass
+            load.wait(max(0.0, len(samples) * every - (time.monotonic() - start)))
         res = load.result()
     finally:
         load.stop()

@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 from .common import BenchError
@@ -55,17 +58,33 @@ class Load:
         self.proc = subprocess.Popen(self.cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def running(self) -> bool:
-        return self.proc.poll() is None
+        """Without reaping wrk (WNOWAIT): result() reads its CPU from the rusage that reaping returns."""
+        if self.proc.returncode is not None:
+            return False
+        return os.waitid(os.P_PID, self.proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None
+
+    def wait(self, timeout: float) -> None:
+        """Until wrk has exited or TIMEOUT seconds have passed, without reaping it."""
+        deadline = time.monotonic() + timeout
+        while self.running() and time.monotonic() < deadline:
+            time.sleep(min(0.05, max(0.0, deadline - time.monotonic())))
 
     def result(self) -> dict:
+        """wrk's summary, plus `wrk_cpu_s`: the CPU wrk itself used, which shares the machine with what it
+        measures (read from wait4's rusage, so the process is reaped here rather than by communicate())."""
+        timer = threading.Timer(self.seconds + 60, self.proc.kill)
+        timer.start()
         try:
-            out, err = self.proc.communicate(timeout=self.seconds + 60)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            raise BenchError(f"wrk did not finish: {' '.join(self.cmd)}") from None
+            out, err = self.proc.stdout.read(), self.proc.stderr.read()  # both end when wrk exits
+            _, status, usage = os.wait4(self.proc.pid, 0)
+        finally:
+            timer.cancel()
+        self.proc.returncode = os.waitstatus_to_exitcode(status)
+        if self.proc.returncode == -9:
+            raise BenchError(f"wrk did not finish: {' '.join(self.cmd)}")
         for line in out.splitlines():
             if line.startswith("BENCH "):
-                return json.loads(line[6:])
+                return {**json.loads(line[6:]), "wrk_cpu_s": round(usage.ru_utime + usage.ru_stime, 3)}
         raise BenchError(f"wrk gave no result (exit {self.proc.returncode}): {out[-300:]} {err[-300:]}".strip())
 
     def stop(self) -> None:

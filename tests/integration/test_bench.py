@@ -89,6 +89,15 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
         else:
             assert t["measured"] is not None and t["met"] in (True, False), t
     assert "targets" in run.stdout and "api single" in run.stdout
+    for r in summary["results"]:  # wrk's own CPU, from its rusage: it shares the cores with what it measures
+        if r["kind"] != "mqtt":
+            assert r["wrk_cpu_s"] > 0 and r["cpu_us_per_request"]["wrk"] > 0, r
+    budget = summary["cpu_budget"]  # issue #15's bar in CPU time, from the collector and floor rows
+    api_us, floor_us = budget["api_ts_us"], budget["floor_us"]
+    assert budget["api_ts_total_us"] == pytest.approx(api_us["server"] + api_us["influxd"] + api_us["wrk"], abs=0.2)
+    assert budget["floor_total_us"] == pytest.approx(floor_us["server"] + floor_us["wrk"], abs=0.2)
+    assert min(api_us["server"], api_us["influxd"], floor_us["server"]) > 0, budget
+    assert "cpu per request at 64 connections" in run.stdout
     assert (tmp_path / "throughput.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     # --plot-only: the same JSON, plotted again without measuring
@@ -154,6 +163,21 @@ def test_targets_missed_are_reported_as_missed():
            _row("api batch 100", 8, 200_000), _row("influxdb /write batch 100", 8, 300_000)]
     targets = bench.summarize(met, {}, soak={"seconds": 600, "rss_slope_mib_per_min": 0.2})["targets"]
     assert all(t["met"] is True for t in targets), targets
+
+
+def test_cpu_budget_says_what_75_percent_of_the_floor_leaves_the_api():
+    rows = [{**_row("api single, ts payload", 64, 11_000), "requests_per_s": 11_000.0,
+             "cpu_us_per_request": {"server": 97.0, "influxd": 37.0, "wrk": 22.0}},
+            {**_row("http floor: uvicorn storing nothing", 64, None), "requests_per_s": 26_000.0,
+             "cpu_us_per_request": {"server": 46.0, "wrk": 25.0}}]
+    budget = bench.report.cpu_budget(rows, 2)
+    assert budget["api_ts_total_us"] == 156.0 and budget["api_ts_ceiling_per_s"] == 12_821  # 2e6 / 156
+    assert budget["floor_total_us"] == 71.0 and budget["floor_ceiling_per_s"] == 28_169
+    assert budget["bar_per_s"] == 19_500 and budget["us_per_request_at_bar"] == 102.6  # 2e6 / (0.75 * 26,000)
+    assert budget["api_us_left_at_bar"] == 43.6  # 102.6 - 37 - 22
+    text = bench.report.cpu_budget_text(budget)
+    assert "44 µs for the api, which uses 97 (the do-nothing floor server 46)" in text, text
+    assert bench.report.cpu_budget(rows[:1], 2) is None  # no floor in the run: nothing to say
 
 
 @pytest.mark.parametrize("args, message", [
