@@ -1,4 +1,4 @@
-"""Fixtures shared by every test layer. See tests/harness.py for the real processes behind them.
+"""Fixtures shared by every test layer. See ops/servers.py (via tests/harness.py) for the real processes behind them.
 
 - `influxdb` (session): one real InfluxDB 1.x for the run (INFLUXDB_URL, or our own influxd).
 - `private_influxdb` (function): an influxd of the test's own, which it may stop and start.

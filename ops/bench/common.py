@@ -3,17 +3,11 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import time
 from contextlib import contextmanager
-from pathlib import Path
 
 from ops.errors import OpsError
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "tests"))
-
-from harness import ApiServer, InfluxServer, free_port, http, wait_until  # noqa: E402,F401  (the tests' real processes)
+from ops.servers import ROOT, ApiServer, InfluxServer, free_port, http, wait_until  # noqa: F401  (shared with the tests)
 
 SINGLE_BODY = b'{"type":"temp","value":34,"sensor_id":123}'  # no ts: the api stamps it, a new point each time
 WRITE_CONNECTIONS = 64  # the connections of the headline figures, of the writes under reads and of the soak

@@ -10,7 +10,7 @@ influx  the same readings as line protocol to InfluxDB's own /write in batches o
 fleet   the nominal fleet (77 stations at 1 Hz) with the broker, historian and processor for SECONDS:
         their CPU in all, as a share of one core, and publish -> queryable in InfluxDB (p50/p95/p99).
 
-Every server is real and on loopback: mosquitto with the stacks' configuration (tests/mqtt_harness.py),
+Every server is real and on loopback: mosquitto with the stacks' configuration (ops/servers.py),
 the historian and processor from the api package, the fleet from the simulator package.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def require() -> None:
 
 
 def _broker():
-    from mqtt_harness import MosquittoServer  # the tests' real broker, configured as the stacks are
+    from ops.servers import MosquittoServer  # configured as the stacks are
 
     try:
         return MosquittoServer("dev")

@@ -58,6 +58,10 @@ def ratios(results: list[dict]) -> dict:
     own = find(results, floor.NAME_API, c)
     if bare and own and bare["requests_per_s"]:  # what the api's protocol (uvicorn internals) buys or costs
         out[f"api_protocol_vs_uvicorn_protocol_floor_at_{c}"] = round(own["requests_per_s"] / bare["requests_per_s"], 2)
+        # The same in CPU per answer: steadier than the rate when something else shares the machine.
+        mine, theirs = ((r.get("cpu_us_per_request") or {}).get("server") for r in (own, bare))
+        if mine and theirs:
+            out[f"uvicorn_protocol_cpu_vs_api_protocol_cpu_per_answer_at_{c}"] = round(theirs / mine, 2)
     course, api_ts = find(results, collector.NAME, c), find(results, collector.API_TS, c)
     if course and course["readings_per_s"]:
         for name, r in (("api_ts_payload", api_ts), ("api_single", gc)):

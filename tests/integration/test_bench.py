@@ -79,7 +79,8 @@ def test_bench_runs_every_scenario_and_reports_targets_and_a_plot(tmp_path):
                                       "http_floor_vs_one_write_per_request_at_64", "mqtt_historian_vs_influxdb",
                                       "mqtt_historian_vs_api_single_at_64", "api_ts_payload_vs_course_collector_at_64",
                                       "api_single_vs_course_collector_at_64", "api_ts_payload_vs_http_floor_at_64",
-                                      "api_protocol_vs_uvicorn_protocol_floor_at_64"}
+                                      "api_protocol_vs_uvicorn_protocol_floor_at_64",
+                                      "uvicorn_protocol_cpu_vs_api_protocol_cpu_per_answer_at_64"}
     targets = {t["target"]: t for t in summary["targets"]}
     assert set(targets) == TARGETS
     assert "uvicorn storing nothing answers" in targets["group_commit_vs_one_write_per_request_at_64"]["note"]

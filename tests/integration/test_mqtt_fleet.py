@@ -1,4 +1,4 @@
-"""The fleet as a real process against a real mosquitto (tests/mqtt_harness.py, the stacks' config).
+"""The fleet as a real process against a real mosquitto (ops/servers.py, the stacks' config).
 
 What is shown: every reading on iot/{district}/{sensor_id}/{type} with a payload the api would accept;
 retained metadata for all 77 stations; acked (the fleet's PUBACK count) == its ack log == what a
