@@ -19,10 +19,9 @@ import json
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ops import images, render
 
-from ops import images, render  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 SERVICES = ("api", "simulator", "device")
 # The server images run on the Swarm nodes: PCs and 64-bit Pis. The device also runs on 32-bit Pi OS.

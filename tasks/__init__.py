@@ -5,17 +5,9 @@ build, up, down, logs, ps, autotest, images.*), publish (tag, push, registry.*),
 undeploy, rollback, status, scale, swarm.*), cluster (cluster.*), db (db.*). Every task echoes its commands;
 `./iot --dry TASK` prints them without running anything.
 """
-import sys
-from pathlib import Path
-
 from invoke import Collection
 
-# invoke puts this package's own folder on sys.path, not the repository root where ops/ lives.
-_ROOT = str(Path(__file__).resolve().parent.parent)
-if _ROOT not in sys.path:
-    sys.path.insert(0, _ROOT)
-
-from . import cluster, db, dev, publish, show, stack, swarm  # noqa: E402
+from . import cluster, db, dev, publish, show, stack, swarm
 
 ns = Collection(dev.test, dev.lint, dev.api, dev.simulate, dev.bench, dev.engine,
                 stack.render, stack.build, stack.up, stack.down, stack.logs, stack.ps, stack.autotest, stack.images_ns,

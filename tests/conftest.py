@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import fcntl
 import os
-import sys
 import tempfile
 import uuid
 from contextlib import contextmanager
@@ -27,15 +26,12 @@ from pathlib import Path
 
 import pytest
 
-# tests/ for harness.py, the repository root for ops/ (the code behind the tasks): every test module
-# can import both, whatever order or subset pytest collects.
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+# harness and worker_groups: tests/ is on sys.path (pyproject's pytest `pythonpath`); ops/ and tasks/ are
+# installed (`./iot` runs `pip install -e .`).
+from harness import ApiServer, InfluxServer
+from worker_groups import group_of, rank
 
-from harness import ApiServer, InfluxServer  # noqa: E402
-from worker_groups import group_of, rank  # noqa: E402
-
-from ops import needs  # noqa: E402
+from ops import needs
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -198,12 +198,9 @@ class TaskSpec:
 def real_tasks() -> tuple[dict[str, TaskSpec], dict[str, bool]]:
     """The tasks of tasks/ and invoke's own (core) flags, read through invoke's parser objects: what
     `./iot --list` and `./iot --help TASK` show."""
-    import sys
 
     from invoke import Program
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
     import tasks as tasks_module
 
     specs = {}

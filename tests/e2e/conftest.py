@@ -16,18 +16,15 @@ from __future__ import annotations
 import fcntl
 import os
 import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+from ops import engine, images, render
 
-from ops import engine, images, render  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 # Two workers must not debootstrap the same base, nor make env test's secrets, at the same time.
 BASES_LOCK = Path("/tmp/iot-e2e-bases.lock")

@@ -16,17 +16,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import cluster, images, render
 
-from ops import cluster, images, render  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 ENV = "test"
 STACK = "iot-test"

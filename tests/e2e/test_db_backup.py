@@ -11,17 +11,15 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import db, render, stack
 
-from ops import db, render, stack  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 ENV = "test"
 SETS = ["project=iotbk", "api.published_port=18190", "web.published_port=18191"]  # beside a live test stack

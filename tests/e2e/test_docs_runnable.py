@@ -29,15 +29,12 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+import docs_blocks
 import pytest
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import docs_blocks  # noqa: E402
 from test_swarm_deploy import STACK, cleanup  # noqa: E402 - the swarm tests' clean-up of env test
 
 ROOT = docs_blocks.ROOT

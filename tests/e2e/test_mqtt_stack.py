@@ -18,19 +18,16 @@ import os
 import shlex
 import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from harness import influx_count_in_container
+
+from ops import render, secrets, stack
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from harness import influx_count_in_container  # noqa: E402
-
-from ops import render, secrets, stack  # noqa: E402
 
 ENV = "test"
 pytestmark = pytest.mark.usefixtures("docker_engine")

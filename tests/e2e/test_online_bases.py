@@ -33,7 +33,6 @@ import json
 import os
 import shlex
 import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -41,10 +40,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import images, render, secrets, stack
 
-from ops import images, render, secrets, stack  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 ENV = "dev"
 OVERRIDES = {"bases.mode": "online", "project": "iot-online", "version": "0.0.0-online",

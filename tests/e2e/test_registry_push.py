@@ -13,7 +13,6 @@ import json
 import os
 import socket
 import subprocess
-import sys
 import tarfile
 import time
 import urllib.request
@@ -22,10 +21,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import images, registry
 
-from ops import images, registry  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.usefixtures("docker_engine")
 

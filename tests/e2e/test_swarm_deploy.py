@@ -21,13 +21,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from harness import influx_count_in_container
+
+from ops import render, secrets
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-
-from harness import influx_count_in_container  # noqa: E402
-
-from ops import render, secrets  # noqa: E402
 
 ENV = "test"
 STACK = "iot-test"

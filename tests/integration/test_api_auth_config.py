@@ -100,7 +100,6 @@ def test_bad_tokens_file_exits_2(tmp_path, content, message):
 
 def test_password_from_file_is_used(tmp_path):
     """*_FILE secrets are read; config.load() is the one place that does it."""
-    sys.path.insert(0, str(ROOT / "api"))
     from iot_api import config
 
     (tmp_path / "pw").write_text("s3cret-from-file\n")

@@ -16,10 +16,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import bench
 
-from ops import bench  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 needs_tools = pytest.mark.skipif(any(shutil.which(t) is None for t in ("wrk", "influxd", "mosquitto_pub", "node", "npm"))
                                  or not (shutil.which("mosquitto") or Path("/usr/sbin/mosquitto").exists()),

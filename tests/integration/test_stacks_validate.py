@@ -14,15 +14,12 @@ import importlib.metadata
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ops import render  # noqa: E402
+from ops import render
 
 ENVS = ["dev", "test", "prod"]
 VARIANTS = {  # besides each env as it is: the other branches of the templates

@@ -17,10 +17,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import cluster
 
-from ops import cluster  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 STAND_IN = textwrap.dedent("""\
     #!{python}

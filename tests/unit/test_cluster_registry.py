@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import sys
 import textwrap
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,10 +13,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import cluster, swarm
 
-from ops import cluster, swarm  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 SUBNET = ipaddress.ip_network("10.213.5.0/24")
 

@@ -11,16 +11,15 @@ Which files: every Dockerfile of the repository (ops.commands.dockerfiles(), as 
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
+import tasks
+from ops import commands, images, render
+
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-import tasks  # noqa: E402
-from ops import commands, images, render  # noqa: E402
 
 DOCKERFILES = [ROOT / p for p in commands.dockerfiles()]
 TASK = re.compile(r"(\./iot|\binvoke)\s+([a-z][\w.-]*)")

@@ -9,13 +9,10 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
+import docs_blocks
 import pytest
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import docs_blocks  # noqa: E402
 
 ROOT = docs_blocks.ROOT
 LABS = ROOT / "docs" / "labs"

@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import engine, images, render, stack
 
-from ops import engine, images, render, stack  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 OURS = ("api", "simulator", "device", "broker", "web")
 BASES = ("debian", "python", "influxdb", "grafana")

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import io
 import json
-import sys
 import tarfile
 import zipfile
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ops import engine, images  # noqa: E402
+from ops import engine, images
 
 SECRETS = {"cabundle": "/etc/ssl/certs/ca-certificates.crt"}
 

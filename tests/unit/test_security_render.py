@@ -11,16 +11,14 @@ no security_opt (docker stack deploy ignores it) nor pids (not in the v3.8 schem
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import render
 
-from ops import render  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 ENVS = ["dev", "test", "prod"]
 NNP = "no-new-privileges:true"

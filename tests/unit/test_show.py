@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+from ops import dashboards as dash
+from ops import show
 
-from ops import dashboards as dash  # noqa: E402
-from ops import show  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 NOW = datetime(2026, 12, 3, 7, 0, 0, tzinfo=UTC)
 

@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import math
 import random
-import sys
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-try:
-    import iot_stream  # noqa: F401
-except ImportError:  # a venv installed before api/pyproject.toml listed iot_stream
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "api"))
-
 from iot_stream.window import ACCEPTED, LATE, STALE, Aggregate, Windows, changes
 
 S = 1_000_000_000
