@@ -65,25 +65,11 @@ def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=Non
                 return
             result = cluster.create_ssh(name, ssh, managers, db_node=int(db_node or 1))
         elif driver == "local":
-            if distribution not in cluster.DISTRIBUTIONS:
-                raise cluster.ClusterError(f"--distribution {distribution}: one of {', '.join(cluster.DISTRIBUTIONS)}")
-            use_registry = distribution == "registry"
-            if c.config.run.dry:
-                subnet = cluster.pick_subnet(cluster.used_subnets())
-                print("would run: " + shlex.join(cluster.network_create_command(name, subnet, label or ())))
-                if use_registry:
-                    print("would run: " + shlex.join(cluster.registry_run_command(
-                        name, cluster.registry_ip(subnet), extra_labels=label or ())))
-                for index, (node, role) in enumerate(cluster.node_names(name, managers, workers)):
-                    print("would run: " + shlex.join(cluster.node_run_command(
-                        name, node, role, str(subnet.network_address + cluster.FIRST_NODE_HOST + index),
-                        host_socket_dir=cluster.socket_dir(name) if index == 0 else None, extra_labels=label or (),
-                        insecure_registry=f"{cluster.registry_ip(subnet)}:{cluster.REGISTRY_PORT}"
-                        if use_registry else None)))
-                print("then: swarm init/join, node label, "
-                      + ("docker push of the images to the cluster registry" if use_registry
-                         else "docker save | docker load of the images") + ", a context")
+            if c.config.run.dry:  # the very plan create_local runs
+                plan = cluster.plan_local(name, managers, workers, distribution=distribution, extra_labels=label or ())
+                print("\n".join(plan.lines()))
                 return
+            cluster.check_local(name, managers, workers, distribution)  # before the render below
             refs, bases, mode = _cluster_images(c, env, image)
             result = cluster.create_local(name, managers, workers, images=refs, db_node=db_node,
                                           extra_labels=label or (), distribution=distribution, bases=bases,

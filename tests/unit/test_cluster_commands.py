@@ -1,4 +1,4 @@
-"""ops/cluster.py without a Docker engine: the commands it builds, and the SSH and Docker Machine paths
+"""ops/cluster/ without a Docker engine: the commands it builds, and the SSH and Docker Machine paths
 run against recording stand-ins.
 
 The Docker Machine and SSH paths cannot create VMs or reach remote hosts here (no hypervisor, no cloud

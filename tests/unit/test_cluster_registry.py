@@ -1,4 +1,4 @@
-"""ops/cluster.py's registry for local clusters, without a Docker engine: the commands it builds, the
+"""ops/cluster/registry.py, the registry of local clusters, without a Docker engine: the commands it builds, the
 `--set` values a deploy needs, the push sequence (against a recording stand-in `docker`), and the smoke
 test of ops/swarm.py going through several node URLs in turn (host-mode ports answer on some nodes only).
 """

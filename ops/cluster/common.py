@@ -1,0 +1,122 @@
+"""What every cluster driver shares: the error, the command runner, the names, the Node and Cluster records."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ops.errors import OpsError
+
+Progress = Callable[[str], None]
+
+ROOT = Path(__file__).resolve().parents[2]
+STATE_DIR = ROOT / "build" / "clusters"
+LABEL = "iot.cluster"                 # value: the cluster name
+ROLE_LABEL = "iot.cluster.role"       # manager | worker | registry
+NAME_RE = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+DESCRIPTION = "iot cluster"           # the start of the description of every docker context made for a cluster
+
+
+class ClusterError(OpsError):
+    """A cluster step failed; the message says which and shows the end of its output."""
+
+
+def say(message: str) -> None:
+    print(f"cluster: {message}", file=sys.stderr, flush=True)
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ClusterError(f"cluster name {name!r}: use lower-case letters, digits and '-', starting with a letter "
+                           "(at most 31 characters)")
+    return name
+
+
+def context_name(name: str) -> str:
+    return f"iot-{name}"
+
+
+def node_names(name: str, managers: int, workers: int) -> list[tuple[str, str]]:
+    """[(node name, role)]: NAME-m1…, NAME-w1… (host names and swarm node names alike)."""
+    if managers < 1:
+        raise ClusterError("a swarm needs at least one manager")
+    if workers < 0:
+        raise ClusterError("workers cannot be negative")
+    return ([(f"{name}-m{i}", "manager") for i in range(1, managers + 1)]
+            + [(f"{name}-w{i}", "worker") for i in range(1, workers + 1)])
+
+
+def run(cmd: Sequence[str], progress: Progress = say, *, input_file: Path | None = None, check: bool = True,
+        timeout: float | None = 300, echo: bool = True, env: dict[str, str] | None = None) -> str:
+    """Print the command, run it, return its stdout (stripped); failures raise ClusterError."""
+    full_env = {**os.environ, **env} if env else None
+    if echo:
+        progress(f"$ {shlex.join(cmd)}" + (f" < {input_file}" if input_file else ""))
+    try:
+        if input_file is not None:
+            with open(input_file, "rb") as stdin:
+                proc = subprocess.run(list(cmd), stdin=stdin, capture_output=True, timeout=timeout, check=False,
+                                      env=full_env)
+        else:
+            proc = subprocess.run(list(cmd), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
+                                  check=False, env=full_env)
+    except FileNotFoundError:
+        raise ClusterError(f"{cmd[0]}: command not found") from None
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"`{shlex.join(cmd)}` did not finish within {timeout:.0f} s") from None
+    out = proc.stdout.decode(errors="replace").strip()
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip() or out
+        tail = "\n".join(err.splitlines()[-10:])
+        raise ClusterError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {tail}")
+    return out
+
+
+@dataclass
+class Node:
+    name: str
+    role: str                   # manager | worker
+    address: str                # advertised to the swarm (an IP or a host name the others reach)
+    docker: list[str]           # command prefix that runs `docker` against this node's engine
+
+
+@dataclass
+class Cluster:
+    name: str
+    driver: str
+    nodes: list[Node]
+    db_node: str
+    context: str | None = None          # docker context to use (None: none created)
+    docker_host: str | None = None      # same target as a DOCKER_HOST value, when there is one
+    seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)
+    registry: str | None = None         # image prefix the nodes pull from ("10.213.X.2:5000/"), if any
+    deploy_sets: list[str] = field(default_factory=list)  # --set KEY=VALUE a deploy to this cluster needs
+
+    @property
+    def managers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "manager"]
+
+    @property
+    def workers(self) -> list[Node]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+    def lines(self) -> list[str]:
+        out = [f"cluster {self.name} ({self.driver}): {len(self.managers)} manager(s), {len(self.workers)} "
+               f"worker(s), database node {self.db_node}, formed in {self.seconds:.1f} s"]
+        out += [f"  {n.role:8} {n.name:24} {n.address}" for n in self.nodes]
+        if self.context:
+            out.append(f"use it: docker --context {self.context} node ls   (or: docker context use {self.context})")
+        if self.docker_host:
+            out.append(f"   or: export DOCKER_HOST={self.docker_host}")
+        if self.registry:
+            out.append(f"images: in the cluster's registry {self.registry} (the nodes pull from it)")
+        sets = "".join(f" --set {s}" for s in self.deploy_sets)
+        out.append(f"deploy: DOCKER_CONTEXT={self.context or 'CONTEXT'} ./iot deploy --env ENV{sets} "
+                   "--url http://NODE-ADDRESS:PORT")
+        return out

@@ -1,0 +1,157 @@
+"""Remote nodes: existing Docker hosts over SSH, or Docker Machine nodes, each reached through a docker context.
+
+- `create_ssh(name, hosts)`: existing hosts with Docker (`user@host`, the first `managers` of them
+  managers): one docker context per host (`host=ssh://user@host`), then `form_swarm` through those
+  contexts. `rm_contexts` leaves the swarm on every node and removes the contexts.
+- `create_machine(name, driver, managers, workers)`: `docker-machine create --driver D NODE` per node,
+  its address (`docker-machine ip`) and TLS files (`docker-machine config`) become a docker context,
+  then `form_swarm`. Docker Machine is archived upstream; without it installed this ends in one clear
+  `ClusterError`. It cannot be exercised here (no VMs, no cloud account): the unit tests run it against
+  a recording stand-in `docker-machine` and assert the exact command sequence.
+
+The contexts carry the description `iot cluster NAME (…)`; `ls_contexts` lists them.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import time
+from collections.abc import Sequence
+
+from .common import DESCRIPTION, Cluster, ClusterError, Node, Progress, check_name, context_name, node_names, run, say
+from .form import form_swarm
+
+
+# -- existing hosts over SSH (docker contexts) -----------------------------------------------------------
+def host_address(user_at_host: str) -> str:
+    """user@host[:port] -> host (what the swarm advertises)."""
+    host = user_at_host.rsplit("@", 1)[-1]
+    if host.startswith("["):  # [v6]:port
+        return host[1:].split("]", 1)[0]
+    return host.split(":", 1)[0] if host.count(":") == 1 else host
+
+
+def ssh_nodes(name: str, hosts: Sequence[str], managers: int = 1) -> list[tuple[Node, list[str]]]:
+    """[(node, its `docker context create` command)] for user@host entries; the first MANAGERS are managers."""
+    check_name(name)
+    if not hosts:
+        raise ClusterError("--ssh needs at least one user@host")
+    if not 1 <= managers <= len(hosts):
+        raise ClusterError(f"--managers {managers}: between 1 and the number of hosts ({len(hosts)})")
+    out = []
+    for index, target in enumerate(hosts):
+        if "@" not in target:
+            raise ClusterError(f"{target!r}: give hosts as user@host (the user must be able to run docker)")
+        role = "manager" if index < managers else "worker"
+        ctx = f"{context_name(name)}-{index + 1}"
+        create = ["docker", "context", "create", ctx, "--description", f"{DESCRIPTION} {name} (ssh, {role})",
+                  "--docker", f"host=ssh://{target}"]
+        out.append((Node(ctx, role, host_address(target), ["docker", "--context", ctx]), create))
+    return out
+
+
+def create_ssh(name: str, hosts: Sequence[str], managers: int = 1, progress: Progress = say,
+               db_node: int = 1) -> Cluster:
+    """Form a swarm of existing Docker hosts reached over SSH. db_node: 1-based index of the database host."""
+    started = time.monotonic()
+    planned = ssh_nodes(name, hosts, managers)
+    for _, create in planned:
+        run(create, progress)
+    nodes = [node for node, _ in planned]
+    for node in nodes:  # fail early, naming the host, when one is unreachable
+        run([*node.docker, "info", "--format", "{{.ServerVersion}}"], progress)
+    db = nodes[db_node - 1].name
+    form_swarm(nodes, db, progress)
+    return Cluster(name, "ssh", nodes, db, nodes[0].name, f"ssh://{hosts[0]}", time.monotonic() - started)
+
+
+def ls_contexts() -> list[dict]:
+    """Docker contexts made by create_ssh / create_machine / create_local: [{name, description, endpoint}]."""
+    out = run(["docker", "context", "ls", "--format", "{{json .}}"], echo=False, check=False)
+    rows = []
+    for line in out.splitlines():
+        try:
+            ctx = json.loads(line)
+        except ValueError:
+            continue
+        if str(ctx.get("Description", "")).startswith(DESCRIPTION + " "):
+            rows.append({"name": ctx.get("Name"), "description": ctx.get("Description"),
+                         "endpoint": ctx.get("DockerEndpoint")})
+    return rows
+
+
+def cluster_contexts(name: str) -> list[dict]:
+    return [c for c in ls_contexts() if c["description"].split(" (")[0] == f"{DESCRIPTION} {name}"]
+
+
+def rm_contexts(name: str, progress: Progress = say, leave: bool = True) -> list[str]:
+    """An SSH (or Machine) cluster: `swarm leave --force` on every node (workers first), remove its contexts."""
+    contexts = sorted(cluster_contexts(name), key=lambda c: "manager" in c["description"])
+    for ctx in contexts if leave else []:
+        run(["docker", "--context", ctx["name"], "swarm", "leave", "--force"], progress, check=False)
+    for ctx in contexts:
+        run(["docker", "context", "rm", "--force", ctx["name"]], progress, check=False)
+    return [c["name"] for c in contexts]
+
+
+# -- Docker Machine --------------------------------------------------------------------------------------
+MACHINE_INSTALL_HINT = ("docker-machine is not installed (it is archived upstream: "
+                        "https://github.com/docker/machine). Install a release binary on PATH, or use "
+                        "--ssh user@host … for hosts that already run Docker, or --driver local")
+
+
+def parse_machine_config(text: str) -> dict[str, str]:
+    """`docker-machine config NODE` (`--tlsverify --tlscacert="…" --tlscert="…" --tlskey="…" -H=tcp://…`)
+    -> {host, ca, cert, key}."""
+    out: dict[str, str] = {}
+    names = {"--tlscacert": "ca", "--tlscert": "cert", "--tlskey": "key", "-H": "host"}
+    for word in shlex.split(text):
+        key, sep, value = word.partition("=")
+        if sep and key in names:
+            out[names[key]] = value
+    missing = {"host", "ca", "cert", "key"} - set(out)
+    if missing:
+        raise ClusterError(f"docker-machine config: missing {', '.join(sorted(missing))} in {text!r}")
+    return out
+
+
+def machine_create_command(driver: str, node: str, options: Sequence[str] = ()) -> list[str]:
+    return ["docker-machine", "create", "--driver", driver, *options, node]
+
+
+def create_machine(name: str, driver: str, managers: int = 1, workers: int = 2, progress: Progress = say,
+                   options: Sequence[str] = (), machine: str = "docker-machine") -> Cluster:
+    """Docker Machine nodes (one `docker-machine create` each), one context per node, then form_swarm.
+
+    options: driver flags passed to every create (e.g. --digitalocean-access-token=…,
+    --generic-ip-address=…). Cannot run here: no hypervisor, no cloud account (unit-tested against a
+    recording stand-in)."""
+    check_name(name)
+    if shutil.which(machine) is None:
+        raise ClusterError(MACHINE_INSTALL_HINT)
+    started = time.monotonic()
+    nodes = []
+    for node, role in node_names(name, managers, workers):
+        run([machine, *machine_create_command(driver, node, options)[1:]], progress, timeout=1800)
+        address = run([machine, "ip", node], progress)
+        tls = parse_machine_config(run([machine, "config", node], progress))
+        ctx = f"{context_name(name)}-{node.removeprefix(name + '-')}"
+        run(["docker", "context", "create", ctx, "--description", f"{DESCRIPTION} {name} (machine {driver}, {role})",
+             "--docker", f"host={tls['host']},ca={tls['ca']},cert={tls['cert']},key={tls['key']}"], progress)
+        nodes.append(Node(node, role, address, ["docker", "--context", ctx]))
+    form_swarm(nodes, nodes[0].name, progress)
+    first_ctx = nodes[0].docker[-1]
+    return Cluster(name, f"machine {driver}", nodes, nodes[0].name, first_ctx, None, time.monotonic() - started)
+
+
+def rm_machine(name: str, progress: Progress = say, machine: str = "docker-machine") -> list[str]:
+    """`docker-machine rm -y` of the cluster's nodes (named NAME-m…/NAME-w…), then its contexts."""
+    if shutil.which(machine) is None:
+        raise ClusterError(MACHINE_INSTALL_HINT)
+    names = [n for n in run([machine, "ls", "-q"], progress).split() if re.fullmatch(rf"{re.escape(name)}-[mw]\d+", n)]
+    if names:
+        run([machine, "rm", "-y", *names], progress, timeout=1800)
+    return names + rm_contexts(name, progress, leave=False)
+
