@@ -4,15 +4,21 @@ run against recording stand-ins.
 The Docker Machine and SSH paths cannot create VMs or reach remote hosts here (no hypervisor, no cloud
 account, no other hosts): recording stand-ins for `docker-machine` and `docker`, put first on PATH,
 log every argv and answer the few queries with canned output; the tests assert the exact sequence.
+The local driver runs the same way (a stand-in `docker`) to prove that `./iot --dry cluster.create`
+prints the very commands the real `cluster.create` runs.
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import os
+import shlex
+import shutil
 import subprocess
 import sys
 import textwrap
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -251,3 +257,79 @@ def test_task_without_docker_machine_exits_with_one_line(tmp_path):
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 1
     assert proc.stderr.strip().splitlines()[-1].startswith("error: docker-machine is not installed")
+
+
+# -- local driver: the --dry plan is the run's own sequence --------------------------------------------
+LOCAL_STAND_IN = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys
+    args = sys.argv[1:]
+    with open(os.environ["REC_LOG"], "a") as log:
+        log.write(json.dumps(["docker", *args]) + "\\n")
+    inner = args[2:] if args[:1] == ["exec"] else []   # docker exec CONTAINER docker ...: a node's engine
+    if args[:1] == ["port"]:
+        print(os.environ["REC_REGISTRY"])
+    elif args[:1] == ["save"]:
+        open(args[args.index("--output") + 1], "wb").write(b"images")
+    elif inner[1:4] == ["swarm", "join-token", "-q"]:
+        print("TOKEN-" + inner[4].upper())
+    elif inner[1:2] == ["info"] and "{{{{.Swarm.NodeID}}}}" in inner:
+        print("ID-" + args[1])
+    elif inner[1:3] == ["node", "ls"]:
+        for i in range(3):
+            print(json.dumps({{"Hostname": "n%d" % i, "Status": "Ready"}}))
+    """)  # anything else: no output, exit 0 (no networks, no clusters, every image present)
+PUSHER = {"port", "tag", "push", "rmi"}  # the registry pushes: a thread of their own, overlapping the nodes' start
+
+
+class RegistryV2(BaseHTTPRequestHandler):
+    def log_message(self, *_args) -> None:
+        pass
+
+    def do_GET(self) -> None:  # noqa: N802 (the pusher waits for /v2/ to answer 200)
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+
+@pytest.fixture
+def local_docker(stand_ins, monkeypatch):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), RegistryV2)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    monkeypatch.setenv("REC_REGISTRY", f"127.0.0.1:{server.server_address[1]}")
+    yield stand_ins(LOCAL_STAND_IN, "docker")
+    server.shutdown()
+
+
+def iot(*args: str) -> str:
+    proc = subprocess.run([sys.executable, "-m", "ops.cli", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
+@pytest.mark.parametrize("distribution", ["registry", "load"])
+def test_dry_plan_is_the_sequence_the_real_create_runs(local_docker, distribution):
+    """`./iot --dry cluster.create` prints ops.cluster.plan_local; the real task runs exactly those commands,
+    in that order and nothing in between (against the stand-in docker: no engine is touched)."""
+    name = f"unitdry{os.getpid()}"
+    options = ["cluster.create", "--name", name, "--managers", "1", "--workers", "2", "--label", "iot.test.run=unit",
+               "--distribution", distribution, "--image", "iot/api:0.1.0"]
+    printed = iot("--dry", *options).splitlines()
+    assert local_docker() == [["docker", "network", "ls", "-q"]]  # --dry only asked which subnets are taken
+    planned = [shlex.split(line.removeprefix("would run: ")) for line in printed if line.startswith("would run: ")]
+    assert [c[1:3] for c in planned] == [["network", "create"], *([["run", "-d"]] if distribution == "registry" else []),
+                                         *[["volume", "create"], ["run", "-d"]] * 3]
+    assert printed[len(planned):] == [line for line in printed if line.startswith("then: ")] != []
+    try:
+        out = iot(*options)
+    finally:
+        shutil.rmtree(cluster.socket_dir(name), ignore_errors=True)  # the real run made it; the stand-in made nothing
+    assert f"cluster {name} (local): 1 manager(s), 2 worker(s)" in out
+    calls = [c for c in local_docker()[1:] if c[1] not in PUSHER]
+    start = calls.index(planned[0])
+    assert calls[start:start + len(planned)] == planned
+    assert calls[start + len(planned)][1:2] == ["exec"]  # then the nodes' engines: wait, swarm init, …
+    pushes = [c for c in local_docker() if c[1] == "push"]
+    assert pushes == ([["docker", "push", "--quiet", f"{os.environ['REC_REGISTRY']}/iot/api:0.1.0"]]
+                      if distribution == "registry" else [])
