@@ -10,15 +10,15 @@ import sys
 
 import pytest
 
-from ops import render
+from ops import values
 
 
 @pytest.fixture
 def values_dir(tmp_path, monkeypatch):
     """A copy of stacks/values that a test may break."""
     folder = tmp_path / "values"
-    shutil.copytree(render.VALUES_DIR, folder)
-    monkeypatch.setattr(render, "VALUES_DIR", folder)
+    shutil.copytree(values.VALUES_DIR, folder)
+    monkeypatch.setattr(values, "VALUES_DIR", folder)  # where ops/values.py reads them
     return folder
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ops import render, secrets
+from ops import render, secrets, templates
 
 ENVS = ["dev", "test", "prod"]
 
@@ -132,13 +132,13 @@ def test_overrides(out, secrets_dir):
 
 # -- templates: StrictUndefined -------------------------------------------------------------------
 def test_undefined_value_names_the_key_and_template_line(tmp_path, monkeypatch, out, secrets_dir):
-    templates = tmp_path / "templates"
-    shutil.copytree(render.TEMPLATES_DIR, templates)
-    lines = (templates / "compose.yaml.j2").read_text().splitlines(keepends=True)
+    copy = tmp_path / "templates"
+    shutil.copytree(templates.TEMPLATES_DIR, copy)
+    lines = (copy / "compose.yaml.j2").read_text().splitlines(keepends=True)
     at = next(i for i, line in enumerate(lines) if line.startswith("name:"))
     lines.insert(at + 1, "x-port: {{ api.prot }}\n")
-    (templates / "compose.yaml.j2").write_text("".join(lines))
-    monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
+    (copy / "compose.yaml.j2").write_text("".join(lines))
+    monkeypatch.setattr(templates, "TEMPLATES_DIR", copy)
     with pytest.raises(render.RenderError) as err:
         do_render("dev", out, secrets_dir)
     assert "undefined value api.prot" in str(err.value)
@@ -146,11 +146,11 @@ def test_undefined_value_names_the_key_and_template_line(tmp_path, monkeypatch, 
 
 
 def test_undefined_top_level_name(tmp_path, monkeypatch, out, secrets_dir):
-    templates = tmp_path / "templates"
-    shutil.copytree(render.TEMPLATES_DIR, templates)
-    path = templates / "stack.yaml.j2"
+    copy = tmp_path / "templates"
+    shutil.copytree(templates.TEMPLATES_DIR, copy)
+    path = copy / "stack.yaml.j2"
     path.write_text(path.read_text() + "x-nope: {{ nope | q }}\n")
-    monkeypatch.setattr(render, "TEMPLATES_DIR", templates)
+    monkeypatch.setattr(templates, "TEMPLATES_DIR", copy)
     with pytest.raises(render.RenderError, match=r"stack\.yaml\.j2:\d+: undefined value nope"):
         do_render("dev", out, secrets_dir)
 
