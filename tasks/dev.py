@@ -30,7 +30,7 @@ def test(c, layer=None, k=None, verbose=False, exitfirst=False, jobs=2):
     IOT_REQUIRE_DOCKER=1 or CI=true make that a failure. Integration tests use INFLUXDB_URL when set,
     otherwise their own influxd on a free loopback port. Two processes by default: the e2e tests that
     share env test and the swarm run in order on one, everything else beside them on the other."""
-    from ops import needs
+    from ops import devtools, needs
 
     if layer and layer not in LAYERS:
         raise Exit(f"unknown layer {layer!r}: use one of {', '.join(LAYERS)}", code=2)
@@ -38,6 +38,7 @@ def test(c, layer=None, k=None, verbose=False, exitfirst=False, jobs=2):
         raise Exit(f"--jobs {jobs}: give 1 or more", code=2)
     paths = LAYERS[layer] if layer else [p for name in FULL for p in LAYERS[name]]
     with clear_errors():
+        devtools.ensure("./iot test", dry=c.config.run.dry)
         needs.ensure(paths, dry=c.config.run.dry)
     c.run(commands.pytest(paths, keyword=k, verbose=verbose, exitfirst=exitfirst, jobs=int(jobs)), pty=False)
 
@@ -47,6 +48,10 @@ def lint(c):
     """Lint the Python code, CI workflows, Dockerfiles and shell scripts.
 
     ruff, actionlint, hadolint and shellcheck all run, so one pass shows every finding; any finding fails."""
+    from ops import devtools
+
+    with clear_errors():
+        devtools.ensure("./iot lint", dry=c.config.run.dry)
     python_paths = ["api", "simulator", "device", "tests", "ops", "stacks", "ci", "grafana-provisioning", "tasks"]
     checks = [("ruff", commands.ruff(python_paths))]
     checks += [(name, commands.command_line(argv)) for name, argv in commands.config_linters()]
@@ -104,7 +109,10 @@ def bench(c, seconds=None, workers=None, scenarios=None, connections=None, out=N
           plot_only=False, docs=False):
     """Measure throughput and latency against baselines from the same run, or memory under load (needs wrk)."""
     from ops import bench as benchmark
+    from ops import devtools
 
+    with clear_errors():
+        devtools.ensure("./iot bench", dry=c.config.run.dry)
     try:
         opts = benchmark.parse(seconds=seconds, workers=workers, scenarios=scenarios, connections=connections,
                                soak=soak, soak_seconds=soak_seconds, out=out, plot_only=plot_only, docs=docs)

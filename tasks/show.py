@@ -28,7 +28,7 @@ def show(c, env=None, set=None, since="1h", top="5", type=None, sensor=None, png
     cannot run; the PNG says it is not Grafana's."""
     from pathlib import Path
 
-    from ops import render
+    from ops import devtools, render
     from ops import show as view
 
     dry = c.config.run.dry
@@ -38,6 +38,8 @@ def show(c, env=None, set=None, since="1h", top="5", type=None, sensor=None, png
             options = view.Options(since=since, top=view.parse_top(top), types=tuple(view.split_names(type, "type")),
                                    sensors=tuple(view.split_names(sensor, "sensor"))).check()
             path = view.check_png_path(Path(png)) if png else None
+            if path:
+                devtools.ensure("./iot show --png", dry=dry)  # matplotlib
             source = view.source_for(env, render.parse_overrides(set or []), influxdb_url, c.config.iot["env"])
             if dry:
                 print("\n".join(view.dry_run(source, options, path)))
