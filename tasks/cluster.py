@@ -104,22 +104,16 @@ def cluster_rm(c, name="iot"):
 
     Local nodes go with their volumes, network and context; SSH hosts leave the swarm; Docker Machine nodes
     are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
+    import shlex
+
     from ops import cluster
 
     with clear_errors():
-        cluster.check_name(name)
-        if c.config.run.dry:
-            print(f"would remove: {cluster.ls_local(name)} {cluster.cluster_contexts(name)}")
-            return
-        removed = []
-        if cluster.ls_local(name) or (cluster.STATE_DIR / name).exists():
-            removed += cluster.rm_local(name)
-        contexts = cluster.cluster_contexts(name)
-        if any("(machine " in ctx["description"] for ctx in contexts):
-            removed += cluster.rm_machine(name)
-        elif contexts:
-            removed += cluster.rm_contexts(name)
-    print("\n".join(removed) if removed else f"no cluster named {name}")
+        if c.config.run.dry:  # the very plan the real run runs
+            done = [f"would run: {shlex.join(step.cmd)}" for step in cluster.rm_plan(name)]
+        else:
+            done = cluster.remove(name)
+    print("\n".join(done) if done else f"no cluster named {name}")
 
 
 cluster_ns = Collection("cluster")

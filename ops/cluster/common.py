@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 from ops.errors import OpsError
 
@@ -75,6 +76,23 @@ def run(cmd: Sequence[str], progress: Progress = say, *, input_file: Path | None
         tail = "\n".join(err.splitlines()[-10:])
         raise ClusterError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {tail}")
     return out
+
+
+class Step(NamedTuple):
+    """One command of a plan that `--dry` prints and the run runs, and what it removes (as rm prints it)."""
+    cmd: list[str]
+    removes: Sequence[str] = ()
+    check: bool = True
+    timeout: float = 300
+
+
+def run_steps(steps: Sequence[Step], progress: Progress = say) -> list[str]:
+    """Run the steps in order; what they removed."""
+    removed: list[str] = []
+    for step in steps:
+        run(step.cmd, progress, check=step.check, timeout=step.timeout)
+        removed += step.removes
+    return removed
 
 
 @dataclass

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import ipaddress
 import shlex
-import shutil
 import subprocess
 import tempfile
 import threading
@@ -45,10 +44,12 @@ from .common import (
     ClusterError,
     Node,
     Progress,
+    Step,
     check_name,
     context_name,
     node_names,
     run,
+    run_steps,
     say,
 )
 from .form import form_swarm
@@ -314,30 +315,31 @@ def ls_local(name: str | None = None) -> list[dict]:
     return rows
 
 
-def rm_local(name: str, progress: Progress = say, state_dir: Path = STATE_DIR) -> list[str]:
-    """Remove a local cluster: its containers (nodes and registry), their volumes, its network, its context
-    and socket folder. Only what carries `iot.cluster=NAME` is touched. Returns what was removed."""
+def rm_local_steps(name: str, state_dir: Path = STATE_DIR) -> list[Step]:
+    """What removes a local cluster: its containers (nodes and registry), their volumes, its network, its
+    context and socket folder. Only what carries `iot.cluster=NAME` is touched (the queries are read-only)."""
     check_name(name)
     flt = f"label={LABEL}={name}"
-    removed = []
+    steps = []
     containers = run(["docker", "ps", "-aq", "--filter", flt], echo=False).split()
     if containers:
-        run(["docker", "rm", "--force", "--volumes", *containers], progress, timeout=120)
-        removed += [f"container {c}" for c in containers]
+        steps.append(Step(["docker", "rm", "--force", "--volumes", *containers], [f"container {c}" for c in containers],
+                          timeout=120))
     volumes = run(["docker", "volume", "ls", "-q", "--filter", flt], echo=False).split()
     if volumes:
-        run(["docker", "volume", "rm", "--force", *volumes], progress)
-        removed += [f"volume {v}" for v in volumes]
+        steps.append(Step(["docker", "volume", "rm", "--force", *volumes], [f"volume {v}" for v in volumes]))
     networks = run(["docker", "network", "ls", "-q", "--filter", flt], echo=False).split()
     if networks:
-        run(["docker", "network", "rm", *networks], progress)
-        removed += [f"network {network_name(name)}"]
+        steps.append(Step(["docker", "network", "rm", *networks], [f"network {network_name(name)}"]))
     ctx = context_name(name)
     if ctx in run(["docker", "context", "ls", "--format", "{{.Name}}"], echo=False, check=False).split():
-        run(["docker", "context", "rm", "--force", ctx], progress, check=False)
-        removed.append(f"context {ctx}")
+        steps.append(Step(["docker", "context", "rm", "--force", ctx], [f"context {ctx}"], check=False))
     sock_dir = socket_dir(name, state_dir)
-    if sock_dir.exists():
-        shutil.rmtree(sock_dir, ignore_errors=True)
-        removed.append(f"folder {sock_dir}")
-    return removed
+    if sock_dir.exists():  # the manager's API socket (root's, 0660) and its folder
+        steps.append(Step(["rm", "-rf", "--", str(sock_dir)], [f"folder {sock_dir}"], check=False))
+    return steps
+
+
+def rm_local(name: str, progress: Progress = say, state_dir: Path = STATE_DIR) -> list[str]:
+    """Remove a local cluster (rm_local_steps). Returns what was removed."""
+    return run_steps(rm_local_steps(name, state_dir), progress)

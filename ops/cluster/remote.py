@@ -20,7 +20,20 @@ import shutil
 import time
 from collections.abc import Sequence
 
-from .common import DESCRIPTION, Cluster, ClusterError, Node, Progress, check_name, context_name, node_names, run, say
+from .common import (
+    DESCRIPTION,
+    Cluster,
+    ClusterError,
+    Node,
+    Progress,
+    Step,
+    check_name,
+    context_name,
+    node_names,
+    run,
+    run_steps,
+    say,
+)
 from .form import form_swarm
 
 
@@ -86,14 +99,18 @@ def cluster_contexts(name: str) -> list[dict]:
     return [c for c in ls_contexts() if c["description"].split(" (")[0] == f"{DESCRIPTION} {name}"]
 
 
-def rm_contexts(name: str, progress: Progress = say, leave: bool = True) -> list[str]:
-    """An SSH (or Machine) cluster: `swarm leave --force` on every node (workers first), remove its contexts."""
+def rm_contexts_steps(name: str, leave: bool = True) -> list[Step]:
+    """An SSH (or Machine) cluster: `swarm leave --force` on every node (workers first), then its contexts go."""
     contexts = sorted(cluster_contexts(name), key=lambda c: "manager" in c["description"])
-    for ctx in contexts if leave else []:
-        run(["docker", "--context", ctx["name"], "swarm", "leave", "--force"], progress, check=False)
-    for ctx in contexts:
-        run(["docker", "context", "rm", "--force", ctx["name"]], progress, check=False)
-    return [c["name"] for c in contexts]
+    steps = [Step(["docker", "--context", ctx["name"], "swarm", "leave", "--force"], check=False)
+             for ctx in (contexts if leave else [])]
+    return steps + [Step(["docker", "context", "rm", "--force", ctx["name"]], [ctx["name"]], check=False)
+                    for ctx in contexts]
+
+
+def rm_contexts(name: str, progress: Progress = say, leave: bool = True) -> list[str]:
+    """Run rm_contexts_steps; the contexts removed."""
+    return run_steps(rm_contexts_steps(name, leave), progress)
 
 
 # -- Docker Machine --------------------------------------------------------------------------------------
@@ -146,12 +163,15 @@ def create_machine(name: str, driver: str, managers: int = 1, workers: int = 2, 
     return Cluster(name, f"machine {driver}", nodes, nodes[0].name, first_ctx, None, time.monotonic() - started)
 
 
-def rm_machine(name: str, progress: Progress = say, machine: str = "docker-machine") -> list[str]:
+def rm_machine_steps(name: str, progress: Progress = say, machine: str = "docker-machine") -> list[Step]:
     """`docker-machine rm -y` of the cluster's nodes (named NAME-m…/NAME-w…), then its contexts."""
     if shutil.which(machine) is None:
         raise ClusterError(MACHINE_INSTALL_HINT)
     names = [n for n in run([machine, "ls", "-q"], progress).split() if re.fullmatch(rf"{re.escape(name)}-[mw]\d+", n)]
-    if names:
-        run([machine, "rm", "-y", *names], progress, timeout=1800)
-    return names + rm_contexts(name, progress, leave=False)
+    steps = [Step([machine, "rm", "-y", *names], names, timeout=1800)] if names else []
+    return steps + rm_contexts_steps(name, leave=False)
 
+
+def rm_machine(name: str, progress: Progress = say, machine: str = "docker-machine") -> list[str]:
+    """Run rm_machine_steps; what was removed (machines, then contexts)."""
+    return run_steps(rm_machine_steps(name, progress, machine), progress)

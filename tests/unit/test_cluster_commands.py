@@ -239,8 +239,8 @@ def test_create_machine_runs_the_exact_command_sequence(recorder):
 
 def test_rm_machine_removes_only_this_clusters_machines(recorder):
     cluster.rm_machine("demo", quiet)
-    calls = recorder()
-    assert calls[:2] == [["docker-machine", "ls", "-q"], ["docker-machine", "rm", "-y", "demo-m1", "demo-w1"]]
+    machine_calls = [c for c in recorder() if c[0] == "docker-machine"]
+    assert machine_calls == [["docker-machine", "ls", "-q"], ["docker-machine", "rm", "-y", "demo-m1", "demo-w1"]]
 
 
 def test_without_docker_machine_a_clear_message(tmp_path, monkeypatch):
@@ -267,7 +267,15 @@ LOCAL_STAND_IN = textwrap.dedent("""\
     with open(os.environ["REC_LOG"], "a") as log:
         log.write(json.dumps(["docker", *args]) + "\\n")
     inner = args[2:] if args[:1] == ["exec"] else []   # docker exec CONTAINER docker ...: a node's engine
-    if args[:1] == ["port"]:
+    exists = os.environ.get("REC_EXISTS")               # the name of a cluster that exists (for cluster.rm)
+    if exists and "label=iot.cluster=" + exists in args:
+        if args[:2] == ["ps", "-a"]:
+            print(exists + "\\tiotc-" + exists + "-m1\\tmanager\\trunning\\tUp 1 minute")
+        else:
+            print({{"ps": "c1\\nc2", "volume": "iotc-" + exists + "-m1-docker", "network": "n1"}}[args[0]])
+    elif exists and args == ["context", "ls", "--format", "{{{{.Name}}}}"]:
+        print("default\\niot-" + exists)
+    elif args[:1] == ["port"]:
         print(os.environ["REC_REGISTRY"])
     elif args[:1] == ["save"]:
         open(args[args.index("--output") + 1], "wb").write(b"images")
@@ -333,3 +341,28 @@ def test_dry_plan_is_the_sequence_the_real_create_runs(local_docker, distributio
     pushes = [c for c in local_docker() if c[1] == "push"]
     assert pushes == ([["docker", "push", "--quiet", f"{os.environ['REC_REGISTRY']}/iot/api:0.1.0"]]
                       if distribution == "registry" else [])
+
+
+def test_rm_dry_plan_is_what_rm_runs(local_docker, monkeypatch):
+    """`./iot --dry cluster.rm` only asks (read-only) and prints the plan; `cluster.rm` runs exactly it."""
+    name = f"unitrm{os.getpid()}"
+    monkeypatch.setenv("REC_EXISTS", name)
+    folder = cluster.socket_dir(name)
+    folder.mkdir(parents=True)
+    try:
+        printed = iot("--dry", "cluster.rm", "--name", name).splitlines()
+        asked = local_docker()
+        assert folder.is_dir() and {c[1] for c in asked} == {"ps", "volume", "network", "context"}
+        assert all(c[2] in ("-a", "-aq", "ls") for c in asked), asked  # ps -a, ps -aq, volume/network/context ls
+        out = iot("cluster.rm", "--name", name).splitlines()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    planned = [shlex.split(line.removeprefix("would run: ")) for line in printed]
+    assert planned == [["docker", "rm", "--force", "--volumes", "c1", "c2"],
+                       ["docker", "volume", "rm", "--force", f"iotc-{name}-m1-docker"], ["docker", "network", "rm", "n1"],
+                       ["docker", "context", "rm", "--force", f"iot-{name}"], ["rm", "-rf", "--", str(folder)]]
+    ran = [c for c in local_docker()[len(asked):] if c not in asked]  # the run asks the same, then acts
+    assert ran == planned[:-1]  # the last, rm -rf of the socket folder, is not docker's: it really ran
+    assert not folder.exists()
+    assert out == ["container c1", "container c2", f"volume iotc-{name}-m1-docker", f"network iotc-{name}",
+                   f"context iot-{name}", f"folder {folder}"]
