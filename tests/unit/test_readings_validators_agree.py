@@ -13,8 +13,9 @@ nested values, batches, broken JSON):
 - the full check refuses only with InvalidBody and a 4xx. The fast path gives no reason (None), so only
   the verdicts can be compared, not the refusal messages.
 
-One split is known and kept visible as an expected failure: a reading naming a field twice, its first copy of
-a wrong JSON type (test_a_repeated_field_gets_one_verdict); the property leaves bodies with a repeated key to it.
+A reading naming a field twice: its last copy counts, whichever path decides; the fast path hands the body
+over when an earlier copy has a wrong type (msgspec checks every copy), which is a hand-over, not a second rule
+(test_a_repeated_field_counts_its_last_copy).
 """
 from __future__ import annotations
 
@@ -78,7 +79,7 @@ def handed_over_on_purpose(body: bytes) -> bool:
 
 
 def repeats_a_key(body: bytes) -> bool:
-    """A reading that names a field twice: the known disagreement (test_a_repeated_field_gets_one_verdict)."""
+    """A reading that names a field twice (test_a_repeated_field_counts_its_last_copy)."""
     repeated = False
 
     def pairs(items):
@@ -104,7 +105,7 @@ def check_agreement(body: bytes, limits: Limits) -> None:
             f"fast path accepts, full check refuses ({full.status} {full.error} {full.problems}): {body!r}")
         assert fast[1] == full[1]
         assert normalized(fast[0], body) == normalized(again[0], body) == normalized(full[0], body), body
-    elif not isinstance(full, InvalidBody) and not repeats_a_key(body):  # that one is xfailed below, alone
+    elif not isinstance(full, InvalidBody) and not repeats_a_key(body):  # a hand-over: test_a_repeated_field_...
         assert handed_over_on_purpose(body), f"full check accepts, fast path refuses: {body!r}"
     # And the real dispatch says the same as the full check.
     try:
@@ -298,14 +299,24 @@ def test_fast_path_and_full_check_give_one_verdict(case):
     check_agreement(body, limits)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "api bug (#14): a field named twice in one reading, its first copy of a wrong JSON type: msgspec type-checks "
-    "every copy and hands the body over; orjson keeps only the last copy, so the full check stores it (201). "
-    "One of the two rules must go (refuse repeated fields in both, or let msgspec keep the last one only)."))
-@pytest.mark.parametrize("body", [b'{"type":null,"type":"temp","value":1,"sensor_id":1}'])
-def test_a_repeated_field_gets_one_verdict(body):
-    fast, full = fast_path(body, LIMITS[0]), full_check(body, LIMITS[0])
-    assert (fast is None) == isinstance(full, InvalidBody), f"fast path: {fast}, full check: {full}"
+@pytest.mark.parametrize("body, stored_type", [
+    (b'{"type":"hum","type":"temp","value":1,"sensor_id":1}', "temp"),  # both copies valid: the fast path
+    (b'{"type":null,"type":"temp","value":1,"sensor_id":1}', "temp"),  # a wrong earlier copy: handed over
+    (b'{"type":"temp","type":null,"value":1,"sensor_id":1}', None),  # a wrong last copy: refused
+    (b'[{"value":"x","type":"temp","value":2,"sensor_id":1}]', "temp"),
+])
+def test_a_repeated_field_counts_its_last_copy(body, stored_type):
+    """The api's one rule for a field named twice: the last copy, as the full check (orjson) reads it."""
+    full = full_check(body, LIMITS[0])
+    try:
+        real = parse_body(body, LIMITS[0])
+    except InvalidBody as exc:
+        assert stored_type is None and isinstance(full, InvalidBody) and exc.status == full.status == 422, body
+        return
+    assert stored_type is not None, f"stored a reading whose last copy is invalid: {body!r}"
+    assert f",type={stored_type} " in real[0][0] and normalized(real[0], body) == normalized(full[0], body)
+    fast = fast_path(body, LIMITS[0])
+    assert fast is None or normalized(fast[0], body) == normalized(real[0], body)
 
 
 def test_the_agreement_check_can_fail():
