@@ -1,8 +1,8 @@
 #!/bin/sh
 # PID 1 of a Docker-in-Docker Swarm node (images/dind). Without --privileged, /sys and the cgroup v1
 # hierarchies are mounted read-only in the container: remount them read-write (the capabilities
-# and the device cgroup rule given by ops/cluster.py allow it), then become dockerd.
-# Extra arguments are passed to dockerd (ops/cluster.py adds a second unix socket for the host, and
+# and the device cgroup rule given by ops/cluster/local.py allow it), then become dockerd.
+# Extra arguments are passed to dockerd (ops/cluster/local.py adds a second unix socket for the host, and
 # --insecure-registry IP:5000 for the cluster's registry).
 set -eu
 
