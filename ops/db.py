@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from ops import render
+from ops import names, render
 from ops import secrets as secrets_mod
 from ops.errors import OpsError
 
@@ -102,7 +102,7 @@ def target_for(env: str, overrides: dict | None = None, kind: str = "compose") -
     values = render.load_values(env, overrides or {})
     influx = values["influxdb"]
     auth = bool(influx["auth"])
-    return Target(kind=kind, env=env, name=f"{values['project']}-{env}", db=influx["db"], rp=influx["rp"],
+    return Target(kind=kind, env=env, name=names.stack_name(values, env), db=influx["db"], rp=influx["rp"],
                   measurement=influx["measurement"], port=int(influx["port"]),
                   admin_user=influx["users"]["admin"] if auth else None,
                   admin_password_file=(ROOT / "secrets" / env / secrets_mod.INFLUXDB_ADMIN_PASSWORD) if auth else None)

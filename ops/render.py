@@ -145,6 +145,7 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
 
     ctx_common = {
         "env": env,
+        "stack_name": stack_name,
         "image": images,
         "base": bases,
         "grafana_on": grafana,

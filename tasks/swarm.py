@@ -3,7 +3,7 @@ import os
 
 from invoke import Collection, Exit, task
 
-from ._common import ENV_HELP, SET_HELP, clear_errors, env_of, prepare_stack
+from ._common import ENV_HELP, SET_HELP, clear_errors, env_of
 
 MACHINE_HELP = ("deploy to this Docker Machine node: runs `docker-machine env NAME` and uses its variables "
                 "(default: the docker CLI's target: local engine, DOCKER_CONTEXT, DOCKER_HOST=ssh://…)")
@@ -20,22 +20,15 @@ def _swarm_target(c, machine):
     return swarm.Docker(env=extra, dry=c.config.run.dry)
 
 
-def _stack_name(c, env, sets):
-    from ops import render
-
-    values = render.load_values(env_of(c, env), render.parse_overrides(sets or []))
-    return f"{values['project']}-{env_of(c, env)}", values["label_prefix"]
-
-
 def _stack_on_manager(c, env, machine):
-    """The runner for the target (checked to be a swarm manager) and the env's stack name and label prefix."""
+    """The runner for the target (checked to be a swarm manager) and the env's stack (name, label prefix)."""
     from ops import swarm
 
     docker = _swarm_target(c, machine)
     with clear_errors():
         if not docker.dry:
             swarm.require_manager(docker)
-        name, prefix = _stack_name(c, env, [])
+        name, prefix = swarm.stack_of(env_of(c, env))
     return docker, name, prefix
 
 
@@ -51,37 +44,12 @@ def deploy(c, env=None, set=None, machine=None, timeout=300, url=None, smoke=Tru
     has finished its update and runs its desired replicas healthy. On failure it rolls the stuck services
     back, names them with their last task errors, and exits non-zero. Needs a swarm manager: see
     `swarm.init` for a one-node swarm on this machine."""
-    from ops import render, secrets, swarm
+    from ops import render, swarm
 
     docker = _swarm_target(c, machine)
-    local = swarm.is_local_target(os.environ)
-    sets = list(set or [])
     with clear_errors():
-        nodes = swarm.ready_nodes(docker)
-        if nodes:  # host-mode ports on too few nodes: start-first could never place the new task
-            extra, notes = swarm.update_order_overrides(
-                render.load_values(env_of(c, env), render.parse_overrides(sets)), nodes)
-            for note in notes:
-                print(f"note: {note}")
-            sets += [f"{k}={v}" for k, v in extra.items() if not any(x.startswith(k + "=") for x in sets)]
-    prepared = prepare_stack(c, env, sets, need_engine=local)
-    result = prepared.result
-    with clear_errors():
-        values = render.load_values(result.env, render.parse_overrides(sets))
-        placements = (values["influxdb"]["deploy"]["placement"] + values["api"]["deploy"]["placement"]
-                      + values["mqtt"]["deploy"]["placement"])
-        if result.grafana:
-            placements += values["grafana"]["deploy"]["placement"]
-        plan = swarm.DeployPlan(
-            stack=result.stack_name, stack_file=result.files["stack.yaml"],
-            secrets={name: result.secrets[key] for key, name in result.swarm_secret_names.items()},
-            configs={name: result.config_files[key] for key, name in result.swarm_config_names.items()},
-            node_labels=swarm.label_constraints(placements),
-            api_url=(url or f"http://{swarm.published_host(os.environ)}:{values['api']['published_port']}").rstrip("/"),
-            write_token_file=result.secrets[secrets.SIMULATOR_TOKEN], read_token_file=result.secrets[secrets.API_READ_TOKEN],
-            external_secrets=values["swarm"]["secrets"] == "external", label_prefix=values["label_prefix"],
-            timeout=float(timeout), smoke=smoke,
-            undeploy_command=f"./iot undeploy --env {result.env}" + (f" --machine {machine}" if machine else "") + " --volumes")
+        plan = swarm.prepare_deploy(env_of(c, env), render.parse_overrides(set or []), docker, environ=os.environ,
+                                    machine=machine, url=url, timeout=float(timeout), smoke=smoke)
         states = swarm.deploy(plan, docker)
     if states:
         print(swarm.table(states))
