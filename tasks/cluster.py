@@ -8,20 +8,12 @@ from ._common import clear_errors, env_of
 def _cluster_images(c, env, image):
     """The images a local cluster's nodes get: --image as given, else the env's stack images that exist.
     Returns (refs, {base key: ref} of the stack's base images, bases mode)."""
-    import tempfile
-    from pathlib import Path
+    from ops import cluster, images, values
 
-    from ops import images, render
-
-    with clear_errors(), tempfile.TemporaryDirectory(prefix="iot-cluster-") as tmp:
-        result = render.render(env_of(c, env), out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets")
-        mode = render.load_values(env_of(c, env))["bases"]["mode"]
-    # The images the stack's services run: ours (the device image runs on a Pi, not in the stack) and the
-    # third-party bases (python and debian are only build bases of ours).
-    bases = {k: t for k, t in result.bases.items() if k not in ("python", "debian") and t}
+    with clear_errors():
+        wanted, bases, mode = cluster.stack_images(values.load_values(env_of(c, env)))
     if image:
         return list(image), bases, mode
-    wanted = [result.images[name] for name in ("api", "simulator", "broker", "web")] + list(bases.values())
     present = [t for t in wanted if images.image_exists(t)]
     for missing in sorted(set(wanted) - set(present)):
         print(f"cluster: {missing} is not built here, not copied to the nodes (./iot build --env ENV first)")

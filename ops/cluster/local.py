@@ -29,7 +29,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +71,7 @@ DIND_IMAGE = "iot-base/dind:20.10-bookworm"
 DEBIAN_IMAGE = "iot-base/debian:bookworm"
 DISTRIBUTIONS = ("registry", "load")  # how images reach the nodes: a registry on the network, or save/load
 NODE_SOCKET_DIR = "/run/iot-host"     # inside the manager: where its second API socket is
+STACK_IMAGES = ("api", "simulator", "broker", "web")  # our images the stack's services run
 
 # The flags that work on machines where --privileged fails (see DESIGN.md, "Recipes and traps").
 DIND_FLAGS = ("--cap-add", "ALL", "--cap-drop", "SYS_RESOURCE",
@@ -164,6 +165,17 @@ def plan_local(name: str, managers: int = 1, workers: int = 2, subnet: ipaddress
                                                insecure_registry=registry.rstrip("/") if registry else None)))
         nodes.append(Node(node, role, ip, ["docker", "exec", container, "docker"]))
     return LocalPlan(name, subnet, distribution, steps, nodes, registry)
+
+
+def stack_images(values: Mapping) -> tuple[list[str], dict[str, str], str]:
+    """The images an env's stack runs, which the nodes need: ours (the device image runs on a Pi, not in the
+    stack) and the bases it runs as they are (python and debian only build ours). VALUES: ops.values.load_values.
+    Returns (refs, {base key: ref}, bases mode). Pure: the names, not a render."""
+    from ops import images
+
+    mode = values["bases"]["mode"]
+    bases = {key: ref for key, ref in values["bases"][mode].items() if key not in ("python", "debian") and ref}
+    return [images.reference(values, name) for name in STACK_IMAGES] + list(bases.values()), bases, mode
 
 
 # -- the steps around the plan ---------------------------------------------------------------------------

@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
+import yaml
 
-from ops import cluster, swarm
+from ops import cluster, render, swarm, values
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +50,18 @@ def test_deploy_sets_prefix_our_images_and_the_pushed_bases():
     # a base that was not pushed (not built here) is left as it is
     assert cluster.deploy_sets("10.213.5.2:5000/", {"influxdb": "influxdb:1.12"}, "online",
                                ["iot/api:0.1.0"]) == ["registry=10.213.5.2:5000/"]
+
+
+@pytest.mark.parametrize("env", values.list_envs())
+def test_the_images_a_cluster_gets_are_those_the_rendered_stack_runs(env, tmp_path):
+    """cluster.create names the images from the values alone; a real render of the env must agree."""
+    refs, bases, mode = cluster.stack_images(values.load_values(env))
+    result = render.render(env, out_dir=tmp_path / "out", secrets_dir=tmp_path / "secrets")
+    stack = yaml.safe_load((tmp_path / "out" / "stack.yaml").read_text())
+    assert sorted(refs) == sorted({service["image"] for service in stack["services"].values()})
+    assert bases == {key: ref for key, ref in result.bases.items() if ref in refs}
+    assert refs[:4] == [result.images[name] for name in ("api", "simulator", "broker", "web")]
+    assert mode == values.load_values(env)["bases"]["mode"] and "device" not in " ".join(refs)
 
 
 def test_cluster_lines_print_the_deploy_command_with_the_registry():
