@@ -1,6 +1,7 @@
 """What the parts of the benchmark share: its errors, the request bodies, the real servers it measures."""
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -12,6 +13,16 @@ from ops.servers import ROOT, ApiServer, InfluxServer, free_port, http, wait_unt
 SINGLE_BODY = b'{"type":"temp","value":34,"sensor_id":123}'  # no ts: the api stamps it, a new point each time
 WRITE_CONNECTIONS = 64  # the connections of the headline figures, of the writes under reads and of the soak
 NOGC = "api single, one write per request"  # the name of the group-commit-off baseline in the results
+
+
+def batch_bodies(n: int, t0: int = 1_767_225_600 * 10**9) -> tuple[bytes, bytes]:
+    """The same n readings (a millisecond apart from T0) as a JSON batch for the api and as line protocol
+    for InfluxDB's own /write: the batch scenarios compare the two."""
+    readings = [{"ts": f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}Z", "type": "temp",
+                 "value": 20 + (i % 15), "sensor_id": f"bench-{i % 100}"} for i in range(n)]
+    lines = "".join(f"data,sensor_id=bench-{i % 100},type=temp value={float(20 + i % 15)!r} {t0 + i * 10**6}\n"
+                    for i in range(n))
+    return json.dumps(readings).encode(), lines.encode()
 
 
 def rfc3339_ms(ns: int) -> str:

@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 from . import procs, wrk
-from .common import BenchError, InfluxServer, rfc3339_ms, wait_until
+from .common import BenchError, InfluxServer, batch_bodies, rfc3339_ms, wait_until
 
 READINGS_PER_SECOND = 10_000  # queued for the drain per --seconds (100,000 at the default 10 s)
 PUBLISHERS = 8              # mosquitto_pub processes (one sensor each) filling the queue
@@ -229,10 +229,8 @@ def _sample_latency(influx: InfluxServer, db: str, seen: dict[str, int], out: li
 
 def influx_baseline(runner, batch_max: int) -> dict:
     """InfluxDB's own /write with batches of batch_max readings, 8 connections (as the batch scenario)."""
-    lines = "".join(f"data,sensor_id=bench-{i % 100},type=temp value={float(20 + i % 15)!r} "
-                    f"{1_767_225_600 * 10**9 + i * 10**6}\n" for i in range(batch_max))
     path = runner.work / f"mqtt_batch{batch_max}.lp"
-    path.write_text(lines)
+    path.write_bytes(batch_bodies(batch_max)[1])
     runner.influx.query('CREATE DATABASE "bench_raw_mqtt"')
     [res], delta = runner._measure(f"influxdb /write batch {batch_max} (the historian's batch), 8 connections", [
         (f"{runner.influx.url}/write?db=bench_raw_mqtt&precision=ns", wrk.post_script(path, "text/plain"), 8)], None, None)

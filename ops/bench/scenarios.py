@@ -14,14 +14,13 @@ collector  the course's Node.js collector (collector.py), then the api, both wit
 """
 from __future__ import annotations
 
-import json
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import collector, floor, mqtt, procs, wrk
-from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, rfc3339_ms, start_api
+from .common import NOGC, SINGLE_BODY, WRITE_CONNECTIONS, ApiServer, BenchError, InfluxServer, batch_bodies, rfc3339_ms, start_api
 
 SCENARIOS = ("single", "batch", "nogc", "floor", "reads", "mqtt", "collector")
 READ_CONNECTIONS = 8  # dashboards and scripts, not a fleet of devices
@@ -68,15 +67,6 @@ def _row(name: str, conns: int, per_request: int, res: dict, kind: str = "write"
                   res["p50_us"] / 1000, res["p95_us"] / 1000, res["p99_us"] / 1000,
                   res["socket_errors"] + res["non2xx"], kind=kind, wrk_cpu_s=res.get("wrk_cpu_s"),
                   cpu_us_per_request=per_request_us, **extra)
-
-
-def _batch(n: int, t0: int) -> tuple[bytes, bytes]:
-    """The same n readings as a JSON batch for the api and as line protocol for InfluxDB."""
-    readings = [{"ts": f"2026-01-01T00:00:{i // 1000:02d}.{i % 1000:03d}Z", "type": "temp",
-                 "value": 20 + (i % 15), "sensor_id": f"bench-{i % 100}"} for i in range(n)]
-    lines = "".join(f"data,sensor_id=bench-{i % 100},type=temp value={float(20 + i % 15)!r} "
-                    f"{t0 + (i // 1000) * 10**9 + (i % 1000) * 10**6}\n" for i in range(n))
-    return json.dumps(readings).encode(), lines.encode()
 
 
 class Runner:
@@ -165,7 +155,7 @@ class Runner:
                                  stored_checked=self._check_stored(name, res, delta["stored"])))
 
     def _batches(self, api: ApiServer, size: int) -> None:
-        json_body, lines = _batch(size, 1_767_225_600 * 10**9)
+        json_body, lines = batch_bodies(size)
         (self.work / f"batch{size}.json").write_bytes(json_body)
         (self.work / f"batch{size}.lp").write_bytes(lines)
         name = f"api batch {size}"
