@@ -82,9 +82,16 @@ def prepare(env: str, overrides: dict | None = None, progress: Progress = print,
     return Stack(result)
 
 
-def wait_for_first_reading(stack: Stack, timeout: float = 120.0) -> float | None:
+FIRST_READING_TIMEOUT_S = 120.0
+
+
+def first_reading_url(result) -> str:
+    return result.urls["api"].rstrip("/") + "/data?limit=1"
+
+
+def wait_for_first_reading(stack: Stack, timeout: float = FIRST_READING_TIMEOUT_S) -> float | None:
     """Seconds until the api serves a stored reading (the simulator is running), or None."""
-    url = stack.result.urls["api"].rstrip("/") + "/data?limit=1"
+    url = first_reading_url(stack.result)
     token = stack.result.secrets[secrets.API_READ_TOKEN].read_text().strip()
     started = time.monotonic()
     while time.monotonic() - started < timeout:

@@ -39,10 +39,14 @@ def up(c, env=None, set=None, simulator=True, build=True):
     if simulator:  # no --wait: the simulators (HTTP, and the MQTT fleet) are clients without a healthcheck
         c.run(stack.compose("up", "--detach", "simulator", "fleet", profiles=("simulator",)), env=run_env, pty=False)
     print("\n".join(stack.result.lines()))
-    if simulator and not c.config.run.dry:
+    if simulator and c.config.run.dry:
+        print(f"would wait up to {stacks.FIRST_READING_TIMEOUT_S:g} s for the first stored reading: "
+              f"GET {stacks.first_reading_url(stack.result)} with the read token, every 0.5 s")
+    elif simulator:
         took = stacks.wait_for_first_reading(stack)
         if took is None:
-            raise Exit("the stack is up but no reading was stored within 120 s: see `./iot logs`", code=1)
+            raise Exit(f"the stack is up but no reading was stored within {stacks.FIRST_READING_TIMEOUT_S:g} s: "
+                       "see `./iot logs`", code=1)
         print(f"first reading stored {took:.1f} s after the simulator started; data is flowing")
 
 

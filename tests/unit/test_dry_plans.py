@@ -78,3 +78,14 @@ def test_rollback_says_what_it_would_roll_back_not_that_it_did(docker):
     assert "would run: docker service rollback iot-test_api" in out
     assert "would roll back: iot-test_api" in out and "rolled back:" not in out
     only_reads(docker())
+
+
+def test_up_says_it_would_wait_for_the_first_reading(docker):
+    """`up` ends by waiting for the simulator's first stored reading: --dry says so, and how it checks."""
+    out = dry("up", "--env", "test")
+    assert "would wait up to 120 s for the first stored reading: GET http://localhost:" in out
+    assert "/data?limit=1 with the read token" in out
+    questions = {("info",), ("compose", "version"), ("image", "inspect")}  # is there an engine, Compose, the bases
+    assert [c for c in docker() if tuple(c[:2]) not in questions and tuple(c[:1]) not in questions] == []
+    out = dry("up", "--env", "test", "--no-simulator")
+    assert "first stored reading" not in out
