@@ -325,8 +325,8 @@ def push(plans: Sequence[ImagePlan], registry: str, progress: Progress = say, dr
     registry = normalize_prefix(registry)
     if not dry:
         check_registry(registry)
-    else:
-        progress(f"would check that {registry_host(registry) or '(no registry)'} answers")
+    else:  # no registry stops a dry run where it stops the real one
+        progress(f"would check that {require_registry(registry)} answers")
     tag(plans, progress, dry=dry)
     result = PushResult()
     for p in plans:
@@ -365,12 +365,18 @@ def is_loopback(host: str) -> bool:
         return False
 
 
-def check_registry(registry: str, timeout: float = 3.0) -> None:
-    """RegistryError unless REGISTRY's host accepts connections (and, on loopback, speaks /v2/)."""
+def require_registry(registry: str) -> str:
+    """REGISTRY's host; RegistryError when there is none (an empty `registry` value: nowhere to push)."""
     host = registry_host(registry)
     if not host:
         raise RegistryError("no registry to push to: this environment's `registry` value is empty; pass "
                             "--registry 127.0.0.1:5000/ (a local one: ./iot registry.start) or set it in stacks/values/")
+    return host
+
+
+def check_registry(registry: str, timeout: float = 3.0) -> None:
+    """RegistryError unless REGISTRY's host accepts connections (and, on loopback, speaks /v2/)."""
+    host = require_registry(registry)
     name, port = _host_port(host)
     loopback = is_loopback(host)
     if loopback and port:

@@ -296,3 +296,14 @@ def test_stale_pid_file_is_removed(tmp_path):
     (tmp_path / "registry.pid").write_text(f"{proc.pid}\n")
     assert registry.stop_local_registry(tmp_path, progress=lambda m: None) is False
     assert not (tmp_path / "registry.pid").exists()
+
+
+def test_a_dry_push_without_a_registry_stops_where_the_real_one_does():
+    """--dry push once printed "would check that (no registry) answers" and went on with every push."""
+    said: list[str] = []
+    for dry in (True, False):
+        with pytest.raises(registry.RegistryError, match="no registry to push to"):
+            registry.push([], "", progress=said.append, dry=dry)
+    assert said == []
+    registry.push([], "127.0.0.1:5000/", progress=said.append, dry=True)
+    assert said == ["would check that 127.0.0.1:5000 answers"]
