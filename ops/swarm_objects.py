@@ -15,6 +15,7 @@ from ops.names import key_of
 from ops.secrets import INFLUXDB_ADMIN_PASSWORD
 from ops.swarm_docker import STACK_LABEL, Docker, SwarmError
 
+# -- node labels --------------------------------------------------------------------------------------
 _LABEL_CONSTRAINT = re.compile(r"^\s*node\.labels\.([A-Za-z0-9_.-]+)\s*==\s*(\S+)\s*$")
 
 
