@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops import names
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -308,7 +309,7 @@ def reference(values: Mapping, name: str) -> str:
     ours, mode = values["images"], values["bases"]["mode"]
     bases = values["bases"][mode]
     if name in ours:
-        return f"{values['registry']}{ours[name]}:{values['version']}"
+        return names.our_images(values)[name]
     if name in bases:
         if bases[name] is None:
             raise ImageError(f"{name}: no image with {mode} bases (bases.{mode}.{name} is null: it has no "

@@ -4,6 +4,7 @@
     autotest       <project>-<env>-autotest   Compose project of autotest.yaml
     swarm objects  <stack>_<key>_<hash>       a secret or config, hashed on its file's content, so a changed
                                               file is a new object (Swarm's are immutable); `key_of` reverses it
+    our images     <registry><repo>:<version>  the api, simulator, device, broker and web images
 
 `project` comes from the values (stacks/values/*.yaml, `--set project=…`), so the name a task looks for
 is the name the render gave: nothing else writes the formula (tests/unit/test_stack_name.py checks).
@@ -19,6 +20,12 @@ from .secrets import content_hash
 def stack_name(values: Mapping, env: str) -> str:
     """The Swarm stack (and Compose project) of ENV, from its loaded VALUES (ops.values.load_values)."""
     return f"{values['project']}-{env}"
+
+
+def our_images(values: Mapping) -> dict[str, str]:
+    """{name: <registry><repo>:<version>} for the images we build (values `images`), as the stacks run them."""
+    registry, version = values["registry"], values["version"]
+    return {name: f"{registry}{repo}:{version}" for name, repo in values["images"].items()}
 
 
 def autotest_project(values: Mapping, env: str) -> str:

@@ -54,6 +54,7 @@ from typing import Protocol
 
 import yaml
 
+from ops import names
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -249,6 +250,25 @@ def normalize_prefix(registry: str) -> str:
     """`127.0.0.1:5000` -> `127.0.0.1:5000/` (values keep the prefix form); "" stays ""."""
     registry = registry.strip()
     return registry if not registry or registry.endswith("/") else registry + "/"
+
+
+@dataclass(frozen=True)
+class _Images:
+    images: dict[str, str]
+
+
+def publish_plan(env: str, overrides: Mapping | None = None, *, dry: bool = False, check: bool = False,
+                 **plan_options) -> tuple[list[ImagePlan], str]:
+    """Which local image of ENV gets which tags, and the registry prefix (`tag`, `push`): from the values
+    alone, so publishing never writes build/ENV or secrets/ENV. CHECK: first that the registry answers
+    (the likeliest failure), unless DRY."""
+    from ops import values as values_mod
+
+    values = values_mod.load_values(env, overrides or {})
+    prefix = values["registry"]
+    if check and not dry:
+        check_registry(prefix)
+    return plan(_Images(names.our_images(values)), prefix, dry=dry, **plan_options), prefix
 
 
 def plan(result: _HasImages, registry: str, *, revision: str | None = None, branch: str | None = None,

@@ -117,8 +117,7 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
     mode = values["bases"]["mode"]
     bases = dict(values["bases"][mode])
     grafana = bases["grafana"] is not None
-    registry, version = values["registry"], values["version"]
-    images = {name: f"{registry}{repo}:{version}" for name, repo in values["images"].items()}
+    images = names.our_images(values)
     stack_name = names.stack_name(values, env)
     notes: list[str] = []
     if not grafana:
@@ -149,7 +148,7 @@ def render(env: str, out_dir: Path | None = None, secrets_dir: Path | None = Non
         "image": images,
         "base": bases,
         "grafana_on": grafana,
-        "build_args": {"BASE_IMAGE": bases["python"], "VERSION": version},
+        "build_args": {"BASE_IMAGE": bases["python"], "VERSION": values["version"]},
         "secret_names": swarm_names,
         "grafana_provisioning_target": GRAFANA_PROVISIONING_TARGET,
         "mosquitto_data_dir": MOSQUITTO_DATA_DIR,

@@ -8,25 +8,16 @@ REGISTRY_HELP = ("registry to publish to instead of the env's `registry` value, 
 
 
 def _publish_plan(c, env, sets, registry, check_registry=False):
-    """Which local image gets which tags, and the registry prefix. The environment is rendered into a
-    throw-away folder (with throw-away secrets): publishing never rewrites build/ENV or secrets/ENV."""
-    import tempfile
-    from pathlib import Path
-
+    """Which local image gets which tags, and the registry prefix (ops.registry.publish_plan)."""
     from ops import registry as registries
     from ops import render
 
-    env = env_of(c, env)
     sets = list(sets or [])
     if registry is not None:
         sets.append(f"registry={registries.normalize_prefix(registry)}")
-    with clear_errors(), tempfile.TemporaryDirectory(prefix="iot-publish-") as tmp:
-        overrides = render.parse_overrides(sets)
-        result = render.render(env, out_dir=Path(tmp) / "out", secrets_dir=Path(tmp) / "secrets", overrides=overrides)
-        prefix = render.load_values(env, overrides)["registry"]
-        if check_registry and not c.config.run.dry:  # before anything else: the likeliest failure
-            registries.check_registry(prefix)
-        return registries.plan(result, prefix, dry=c.config.run.dry), prefix
+    with clear_errors():
+        return registries.publish_plan(env_of(c, env), render.parse_overrides(sets), dry=c.config.run.dry,
+                                       check=check_registry)
 
 
 @task(help={"env": ENV_HELP, "set": SET_HELP, "registry": REGISTRY_HELP}, iterable=["set"])

@@ -307,3 +307,20 @@ def test_a_dry_push_without_a_registry_stops_where_the_real_one_does():
     assert said == []
     registry.push([], "127.0.0.1:5000/", progress=said.append, dry=True)
     assert said == ["would check that 127.0.0.1:5000 answers"]
+
+
+@pytest.mark.parametrize("env", ["dev", "test", "prod"])
+def test_the_publish_plan_takes_the_images_a_render_names_without_rendering(env, tmp_path, monkeypatch):
+    """tag/push once rendered the env into a throw-away folder to learn its images: the values say them."""
+    from ops import render
+
+    overrides = {"registry": "r.example:5000/team/"}
+    rendered = render.render(env, out_dir=tmp_path / "out", secrets_dir=tmp_path / "secrets", overrides=overrides)
+    monkeypatch.setattr(render, "render", lambda *a, **k: pytest.fail("publish_plan rendered the env"))
+    plans, prefix = registry.publish_plan(env, overrides, dry=True, branch="main", inspect=fake_inspect({}),
+                                          head=lambda: SHA, progress=lambda m: None)
+    assert prefix == "r.example:5000/team/"
+    assert {p.name for p in plans} == set(rendered.images)
+    for p in plans:  # not built here (dry): the plain local name, tagged into the registry
+        assert p.source == rendered.images[p.name].removeprefix(prefix)
+        assert all(t.startswith(rendered.images[p.name].rsplit(":", 1)[0] + ":") for t in p.targets), p
