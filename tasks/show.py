@@ -1,7 +1,7 @@
 """The data of a running stack, in the terminal or a PNG, from the Grafana dashboards' queries (ops/show.py)."""
 import sys
 
-from invoke import Exit, task
+from invoke import task
 
 from ._common import ENV_HELP, SET_HELP, clear_errors, env_of
 
@@ -33,23 +33,20 @@ def show(c, env=None, set=None, since="1h", top="5", type=None, sensor=None, png
 
     dry = c.config.run.dry
     with clear_errors():
-        try:
-            env = env_of(c, env)
-            options = view.Options(since=since, top=view.parse_top(top), types=tuple(view.split_names(type, "type")),
-                                   sensors=tuple(view.split_names(sensor, "sensor"))).check()
-            path = view.check_png_path(Path(png)) if png else None
-            if path:
-                devtools.ensure("./iot show --png", dry=dry)  # matplotlib
-            source = view.source_for(env, render.parse_overrides(set or []), influxdb_url, c.config.iot["env"])
-            if dry:
-                print("\n".join(view.dry_run(source, options, path)))
-                return
-            snap = view.collect(source, options, view.now_utc())
-            print(view.render_screen(snap, view.Style(view.use_colour(sys.stdout)), view.terminal_width(),
-                                     list_all=bool(options.sensors)), end="", flush=True)
-            if path:
-                made = view.plot(source, options, snap, path)
-                print(f"wrote {path} ({made['bytes'] // 1024} KiB): {', '.join(snap.types)} per sensor, "
-                      f"last {options.since}, mean per {made['interval']}")
-        except (view.ShowError, view.dash.DashboardError) as exc:
-            raise Exit(f"error: {exc}", code=1) from None
+        env = env_of(c, env)
+        options = view.Options(since=since, top=view.parse_top(top), types=tuple(view.split_names(type, "type")),
+                               sensors=tuple(view.split_names(sensor, "sensor"))).check()
+        path = view.check_png_path(Path(png)) if png else None
+        if path:
+            devtools.ensure("./iot show --png", dry=dry)  # matplotlib
+        source = view.source_for(env, render.parse_overrides(set or []), influxdb_url, c.config.iot["env"])
+        if dry:
+            print("\n".join(view.dry_run(source, options, path)))
+            return
+        snap = view.collect(source, options, view.now_utc())
+        print(view.render_screen(snap, view.Style(view.use_colour(sys.stdout)), view.terminal_width(),
+                                 list_all=bool(options.sensors)), end="", flush=True)
+        if path:
+            made = view.plot(source, options, snap, path)
+            print(f"wrote {path} ({made['bytes'] // 1024} KiB): {', '.join(snap.types)} per sensor, "
+                  f"last {options.since}, mean per {made['interval']}")
