@@ -386,7 +386,7 @@ def build_device(context: Path | str, tag: str, base_image: str | None = None, v
 
 
 # The offline bases (ops/bases.py) stay reachable as images.X for the tasks and tests that use them.
-from ops.bases import (  # noqa: E402
+from ops.bases import (  # noqa: E402, F401 (re-exported for the tasks and tests)
     bootstrap,
     build_debian_base,
     build_influxdb_image,
@@ -399,6 +399,3 @@ from ops.bases import (  # noqa: E402
     tar_command,
     trim_rootfs,
 )
-
-__all__ = ["bootstrap", "build_debian_base", "build_influxdb_image", "build_python_base", "debootstrap_command",
-           "import_changes", "import_command", "overlay_rootfs", "sources_list", "tar_command", "trim_rootfs"]

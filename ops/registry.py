@@ -433,7 +433,7 @@ def list_tags(registry: str, repository: str) -> list[str]:
 
 # The local registry of `registry.start` / `registry.stop` lives in ops/local_registry.py; its names
 # stay reachable here for the tasks and tests that use them.
-from ops.local_registry import (  # noqa: E402
+from ops.local_registry import (  # noqa: E402, F401 (re-exported for the tasks and tests)
     BINARY,
     DEFAULT_PORT,
     STATE_DIR,
@@ -444,6 +444,3 @@ from ops.local_registry import (  # noqa: E402
     start_local_registry,
     stop_local_registry,
 )
-
-__all__ = ["BINARY", "DEFAULT_PORT", "STATE_DIR", "LocalRegistry", "_is_registry", "ensure_binary", "registry_config",
-           "start_local_registry", "stop_local_registry"]
