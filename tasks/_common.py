@@ -19,17 +19,18 @@ SET_HELP = "override a value, e.g. --set bases.mode=offline (repeatable)"
 
 
 @contextmanager
-def clear_errors():
+def clear_errors(prefix="error"):
     """Failures of the ops layer end as one line and a non-zero exit, not a traceback.
 
     Every error class of ops/ derives from OpsError (tests/unit/test_ops_errors.py checks it), so a new
-    module's errors are caught here without being listed; exit_code is 1 for a failure, 2 for bad input."""
+    module's errors are caught here without being listed; exit_code is 1 for a failure, 2 for bad input.
+    prefix starts the line (`error: …`; bench says `bench: …`)."""
     from ops.errors import OpsError
 
     try:
         yield
     except OpsError as exc:
-        raise Exit(f"error: {exc}", code=exc.exit_code) from None
+        raise Exit(f"{prefix}: {exc}", code=exc.exit_code) from None
 
 
 def env_of(c, env, default_key="env"):

@@ -113,17 +113,13 @@ def bench(c, seconds=None, workers=None, scenarios=None, connections=None, out=N
 
     with clear_errors():
         devtools.ensure("./iot bench", dry=c.config.run.dry)
-    try:
+    with clear_errors("bench"):  # OptionError exits 2, BenchError 1 (their exit_code)
         opts = benchmark.parse(seconds=seconds, workers=workers, scenarios=scenarios, connections=connections,
                                soak=soak, soak_seconds=soak_seconds, out=out, plot_only=plot_only, docs=docs)
         if c.config.run.dry:
             print(opts.describe())
             return
         text = benchmark.execute(opts, progress=lambda line: print(line, flush=True))
-    except benchmark.OptionError as exc:
-        raise Exit(f"bench: {exc}", code=2) from None
-    except benchmark.BenchError as exc:
-        raise Exit(f"bench: {exc}", code=1) from None
     print(text)
 
 
