@@ -19,12 +19,9 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
-from ops import mqtt_auth, render
+from ops import http_client, mqtt_auth, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,15 +32,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None,
+def http(method: str, url: str, body: bytes | dict | None = None, headers: dict | None = None,
          timeout: float = 10.0) -> tuple[int, dict, bytes]:
-    """One HTTP request with the standard library; returns (status, headers, body), never raises on 4xx/5xx."""
-    req = urllib.request.Request(url, data=body, method=method, headers=headers or {})  # noqa: S310 - our loopback servers
-    try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - our loopback servers
-            return resp.status, dict(resp.headers), resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, dict(err.headers), err.read()
+    """One HTTP request; returns (status, headers, body) and never raises on 4xx/5xx (OSError when no answer).
+    A dict BODY goes form-encoded. No gzip is asked for unless HEADERS do (requests would ask, and decode
+    the answer), so the body returned is the one the server sent."""
+    resp = http_client.request(method, url, data=body, headers={"Accept-Encoding": "identity", **(headers or {})},
+                               timeout=timeout)
+    return resp.status_code, dict(resp.headers), resp.content
 
 
 def wait_until(predicate, timeout: float, what: str, interval: float = 0.05):
@@ -156,10 +152,7 @@ bind-address = "127.0.0.1:{free_port()}"
             form["params"] = json.dumps(params)
         if epoch:
             form["epoch"] = epoch
-        status, _, body = http("POST", self.url + "/query",
-                               urllib.parse.urlencode(form).encode(),
-                               {"Content-Type": "application/x-www-form-urlencoded",
-                                **self._auth_headers(auth)})
+        status, _, body = http("POST", self.url + "/query", form, self._auth_headers(auth))
         data = json.loads(body)
         if status != 200 or "error" in data or "error" in data["results"][0]:
             raise RuntimeError(f"InfluxQL failed ({status}): {q}: {body[:300]!r}")

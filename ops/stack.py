@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import shlex
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops import engine, images, render, secrets
+from ops import engine, http_client, images, render, secrets
 
 ROOT = Path(__file__).resolve().parent.parent
 Progress = Callable[[str], None]
@@ -95,12 +93,11 @@ def wait_for_first_reading(stack: Stack, timeout: float = FIRST_READING_TIMEOUT_
     token = stack.result.secrets[secrets.API_READ_TOKEN].read_text().strip()
     started = time.monotonic()
     while time.monotonic() - started < timeout:
-        request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})  # noqa: S310
         try:
-            with urllib.request.urlopen(request, timeout=5) as resp:  # noqa: S310 (our own http:// URL)
-                if b'"count":0' not in resp.read():
-                    return time.monotonic() - started
-        except (urllib.error.URLError, OSError):
+            resp = http_client.request("GET", url, headers={"Authorization": f"Bearer {token}"}, timeout=5)
+            if resp.status_code == 200 and b'"count":0' not in resp.content:
+                return time.monotonic() - started
+        except OSError:  # not up yet: requests' errors are OSErrors
             pass
         time.sleep(0.5)
     return None

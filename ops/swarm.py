@@ -23,11 +23,11 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+
+from ops import http_client
 
 # Re-exported: what the tasks and the tests use as ops.swarm.NAME.
 from ops.swarm_docker import (  # noqa: F401
@@ -115,13 +115,9 @@ def rollback_services(docker: Docker, failed: Sequence[ServiceState]) -> list[st
 
 # -- smoke test -------------------------------------------------------------------------------------
 def _http(method: str, url: str, token: str, body: bytes | None = None, timeout: float = 5) -> tuple[int, bytes]:
-    request = urllib.request.Request(url, data=body, method=method,  # noqa: S310 (our http:// endpoint)
-                                     headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
+    resp = http_client.request(method, url, data=body, timeout=timeout,
+                               headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    return resp.status_code, resp.content
 
 
 def smoke_test(api_url: str, write_token: str, read_token: str, timeout: float = 60,
@@ -151,8 +147,8 @@ def smoke_test(api_url: str, write_token: str, read_token: str, timeout: float =
                     progress(f"smoke test passed: reading of {sensor} stored and read back through {api_url}")
                     return sensor
                 last = f"GET /data?sensor_id={sensor} answered {code} {answer[:200]!r}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            last = f"{api_url}: {getattr(exc, 'reason', exc)}"
+        except (OSError, ValueError) as exc:  # no answer (requests' errors are OSErrors), or not JSON
+            last = f"{api_url}: {http_client.reason(exc)}"
         time.sleep(1)
     raise SwarmError(f"smoke test failed through {', '.join(urls)}: {last}")
 

@@ -4,22 +4,19 @@ InfluxDB URL), the dashboards' queries and one snapshot of their answers."""
 # ruff: noqa: S608 - the InfluxQL comes from the committed dashboards; user input is validated and regex-escaped
 from __future__ import annotations
 
-import base64
 import dataclasses
 import fnmatch
 import json
 import re
 import shlex
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from ops import dashboards as dash
-from ops import db, render
+from ops import db, http_client, render
 from ops import secrets as secrets_mod
 from ops.errors import OpsError
 
@@ -159,27 +156,22 @@ class HttpSource(Source):
             raise ShowError(f"cannot read {self.password_file}: {exc.strerror}") from None
 
     def query(self, statements: list[str]) -> list[list[dict]]:
-        form = urllib.parse.urlencode({"q": ";\n".join(statements), "db": self.db}).encode()
-        headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        if self.user and self.password_file:
-            token = base64.b64encode(f"{self.user}:{self._password()}".encode()).decode()
-            headers["Authorization"] = f"Basic {token}"
-        req = urllib.request.Request(self.url + "/query", data=form, headers=headers, method="POST")  # noqa: S310
+        form = {"q": ";\n".join(statements), "db": self.db}
+        # Basic auth as UTF-8 bytes: requests would encode a str as latin-1 (and fail on other characters).
+        auth = (self.user.encode(), self._password().encode()) if self.user and self.password_file else None
         try:
-            with urllib.request.urlopen(req, timeout=120) as resp:  # noqa: S310 - an http(s) URL, checked above
-                body = resp.read()
-        except urllib.error.HTTPError as err:
-            detail = err.read().decode(errors="replace").strip()[:200]
-            if err.code in (401, 403):
+            resp = http_client.request("POST", self.url + "/query", data=form, auth=auth, timeout=120)
+        except OSError as err:  # no answer: requests' errors are OSErrors
+            raise ShowError(f"cannot reach InfluxDB at {self.url}: {http_client.reason(err)}") from None
+        if resp.status_code >= 400:
+            detail = resp.content.decode(errors="replace").strip()[:200]
+            if resp.status_code in (401, 403):
                 who = f"as {self.user}" if self.user else "without credentials"
-                raise ShowError(f"InfluxDB at {self.url} refused the query {who} ({err.code}): {detail}") from None
-            raise ShowError(f"InfluxDB at {self.url} answered {err.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as err:
-            reason = getattr(err, "reason", err)
-            raise ShowError(f"cannot reach InfluxDB at {self.url}: {reason}") from None
+                raise ShowError(f"InfluxDB at {self.url} refused the query {who} ({resp.status_code}): {detail}")
+            raise ShowError(f"InfluxDB at {self.url} answered {resp.status_code}: {detail}")
         try:
-            answer = json.loads(body)
-        except json.JSONDecodeError:
+            answer = resp.json()
+        except ValueError:
             raise ShowError(f"{self.url}/query did not answer JSON: is it InfluxDB 1.x?") from None
         return _results(answer, statements)
 
