@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
+from iot_api import settings as api_settings
 
 from .values import ROOT, RenderError, rel
 
@@ -70,11 +71,18 @@ def _q(value: Any) -> str:
     raise jinja2.TemplateRuntimeError(f"cannot quote a {type(value).__name__} as a YAML scalar")
 
 
+@jinja2.pass_context
+def _api_environment(ctx, swarm: bool = False) -> dict[str, str]:
+    """The api's environment block, from its declaration (api/iot_api/settings.py) and these values."""
+    return api_settings.stack_environment(ctx, swarm=swarm)
+
+
 def environment() -> jinja2.Environment:
     """The Jinja2 environment of TEMPLATES_DIR (read when called, so a test may point it elsewhere)."""
     env = _Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)), undefined=_Undefined,
                        autoescape=False, keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True)
     env.filters["q"] = _q
+    env.globals["api_environment"] = _api_environment
     return env
 
 

@@ -2,13 +2,18 @@
 
 Pure: no files, no error type. `problem(values)` is the first broken rule as (dotted key, message);
 ops/values.py turns it into a RenderError naming the file that set the key.
-A new setting is a line here, beside its commented default in stacks/values/defaults.yaml.
+A new setting is a line here, beside its commented default in stacks/values/defaults.yaml. The keys
+the api reads (api.port, influxdb.retention…) are not written here: the api's declaration
+(api/iot_api/settings.py, SETTINGS) names them, and each is checked with the api's own rule for its
+variable, so a value the api would refuse at start stops the render instead.
 """
 from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
+
+from iot_api import settings as api_settings
 
 # A tiny schema: a dict is a mapping with exactly these keys; a callable checks a leaf (and raises
 # ValueError with the message that follows "<key>: ").
@@ -137,14 +142,12 @@ SCHEMA: dict = {
     "hardening": {"read_only": _bool, "tmp_size_mb": _int(1, 4096)},
     "healthcheck": {"interval": _DURATION, "timeout": _DURATION, "retries": _int(1, 1000),
                     "start_period": _DURATION},
-    "api": {
-        "port": _PORT, "published_port": _PORT, "user": _user, "workers": _int(1, 64),
-        "log_level": _choice("debug", "info", "warning", "error"),
+    "api": {  # + the keys of the api's SETTINGS (port, workers, log_level): _with_api_settings
+        "published_port": _PORT, "user": _user,
         "health_path": _choice("/readyz", "/healthz"), "stop_grace_period": _DURATION, "deploy": _DEPLOY,
     },
-    "influxdb": {
-        "port": _PORT, "user": _user, "db": _IDENT, "rp": _IDENT, "measurement": _IDENT,
-        "retention": _match(r"INF|([0-9]+(w|d|h|m|s))+", "an InfluxQL duration (30d, 2w, 1h…) or INF"),
+    "influxdb": {  # + the keys of the api's SETTINGS (db, rp, measurement, retention): _with_api_settings
+        "port": _PORT, "user": _user,
         "data_dir": _match(r"/\S*", "an absolute path"), "published_port": _nullable(_PORT), "auth": _bool,
         "users": {"admin": _IDENT, "writer": _IDENT, "reader": _IDENT}, "deploy": _DEPLOY,
     },
@@ -179,6 +182,38 @@ SCHEMA: dict = {
 }
 
 
+def _api_check(setting: api_settings.Setting) -> Check:
+    """The values key of SETTING: the YAML type its kind has, then the api's own parser of its variable."""
+    kind = setting.kind
+
+    def check(v):
+        if isinstance(v, bool) != (kind.yaml is bool) or not isinstance(v, kind.yaml):
+            raise ValueError(f"must be {kind.accepted}, got {_got(v)}")
+        try:
+            kind.parse(api_settings.env_text(v))
+        except ValueError as exc:
+            raise ValueError(f"{exc} (the api's {setting.env}), got {_got(v)}") from None
+    return check
+
+
+def _with_api_settings(schema: dict) -> dict:
+    """SCHEMA plus a check for each values key the api's SETTINGS pass as is to a variable (secrets and
+    user names keep the checks written above: they are stricter than the api's)."""
+    for setting in api_settings.SETTINGS:
+        key = setting.values_key
+        if key is None or setting.secret:
+            continue
+        *parents, leaf = key.split(".")
+        node = schema
+        for part in parents:
+            node = node.setdefault(part, {})
+        if leaf in node:
+            raise AssertionError(f"{key}: checked twice, here and by the api's {setting.env} (iot_api/settings.py)")
+        node[leaf] = _api_check(setting)
+    return schema
+
+
+SCHEMA = _with_api_settings(SCHEMA)
 
 
 def problem(values: Any) -> tuple[str, str] | None:

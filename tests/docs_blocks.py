@@ -15,7 +15,6 @@ Only sh/bash/shell blocks may carry a marker, and any other word after the langu
 """
 from __future__ import annotations
 
-import ast
 import re
 import shlex
 from dataclasses import dataclass, field
@@ -261,36 +260,7 @@ def mentioned_tasks(mention: Mention, specs: dict[str, TaskSpec]) -> set[str]:
     return {specs[w].name for w in mention.words if w in specs}
 
 
-# -- the api's configuration -------------------------------------------------------------------------------
-CONFIG_PY = ROOT / "api" / "iot_api" / "config.py"
-
-
-def api_variables(source: str) -> dict[str, str | None]:
-    """{VARIABLE: default as the README writes it, or None} from the api's config.py: every string
-    literal naming an API_* or INFLUXDB_* variable, with the default of `_int/_bool/_duration/_ident(env,
-    NAME, DEFAULT, …)` calls and of `env.get(NAME, "").strip() or DEFAULT`."""
-    tree = ast.parse(source)
-    found: dict[str, str | None] = {}
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Constant) and isinstance(node.value, str) \
-                and re.fullmatch(r"(API|INFLUXDB)_[A-Z_]+", node.value):
-            found.setdefault(node.value, None)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) \
-                and node.func.id in ("_int", "_bool", "_duration", "_ident") and len(node.args) >= 3 \
-                and isinstance(node.args[1], ast.Constant) and isinstance(node.args[2], ast.Constant) \
-                and node.args[2].value is not None:
-            value = node.args[2].value
-            found[node.args[1].value] = str(value).lower() if isinstance(value, bool) else str(value)
-        if isinstance(node, ast.BoolOp) and isinstance(node.op, ast.Or) and len(node.values) == 2 \
-                and isinstance(node.values[1], ast.Constant) and node.values[1].value is not None:
-            names = [n.value for n in ast.walk(node.values[0])
-                     if isinstance(n, ast.Constant) and isinstance(n.value, str) and n.value in found]
-            if len(names) == 1:
-                found[names[0]] = str(node.values[1].value)
-    return found
-
-
+# -- Markdown tables ---------------------------------------------------------------------------------------
 def table_rows(text: str, heading: str) -> list[list[str]]:
     """The cells of the first Markdown table under the heading (a line starting with #… heading)."""
     lines = text.splitlines()

@@ -1,18 +1,18 @@
 """Settings from environment variables (12-factor); every secret can also come from `<NAME>_FILE`.
 
-A bad value stops the api at start with one line naming the variable: `ConfigError`, exit status 2.
+The variables, their kinds, defaults and docs are declared once in iot_api.settings (SETTINGS); this
+module reads them into `Settings` and checks the rules across them. A bad value stops the api at start
+with one line naming the variable: `ConfigError`, exit status 2.
 """
 from __future__ import annotations
 
 import functools
 import os
-import re
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from typing import Any
 
-from .timefmt import MIN_NS, parse_duration, parse_rfc3339
-
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]{0,63}$")
+from .settings import BY_ENV as SETTINGS_BY_ENV
+from .settings import SETTINGS, Hidden, integer
 
 
 class ConfigError(Exception):
@@ -71,109 +71,50 @@ def _secret(env, name: str) -> str | None:
     return env.get(name) or None
 
 
-def _user(env, name: str, password_name: str) -> tuple[str | None, str | None]:
-    """A user and its password (each also from a _FILE). Passwords go into InfluxQL statements
-    (CREATE USER cannot bind them): control characters are refused, naming the variable only."""
-    user, password = _secret(env, name), _secret(env, password_name)
-    if bool(user) != bool(password):
-        raise ConfigError(f"{name} and {password_name} (or their _FILE forms) go together")
-    for var, value in ((name, user), (password_name, password)):
-        if value and any(ord(c) < 32 or ord(c) == 127 for c in value):
-            raise ConfigError(f"{var}: must not contain control characters (value not shown)")
-    return user, password
+def read(env, name: str) -> Any:
+    """The variable NAME of iot_api.settings.SETTINGS, parsed by its kind; unset or empty: its default
+    (None when it has none). A bad value is a ConfigError naming the variable."""
+    setting = SETTINGS_BY_ENV[name]
+    raw = _secret(env, name) if setting.secret else (env.get(name, "").strip() or None)
+    text = raw if raw is not None else setting.default
+    if text is None:
+        return None
+    try:
+        return setting.kind.parse(text)
+    except Hidden as exc:  # the value is not echoed
+        raise ConfigError(f"{name}: {exc}") from None
+    except ValueError as exc:
+        raise ConfigError(f"{name}={text!r}: {exc}") from None
 
 
 def _int(env, name: str, default: int, lo: int, hi: int) -> int:
+    """An integer variable outside SETTINGS (the MQTT services' own), checked like the api's."""
     raw = env.get(name, "").strip()
-    if not raw:
-        return default
     try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r}: must be an integer between {lo} and {hi}") from None
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name}={raw!r}: must be between {lo} and {hi}")
-    return value
-
-
-def _bool(env, name: str, default: bool) -> bool:
-    raw = env.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in ("1", "true", "yes", "on"):
-        return True
-    if raw in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"{name}={raw!r}: must be true or false")
-
-
-def _duration(env, name: str, default: str, allow_inf: bool = False, minimum_ns: int = 0) -> tuple[str, int | None]:
-    raw = env.get(name, "").strip() or default
-    try:
-        ns = parse_duration(raw)
+        return integer(lo, hi).parse(raw) if raw else default
     except ValueError as exc:
         raise ConfigError(f"{name}={raw!r}: {exc}") from None
-    if ns is None and not allow_inf:
-        raise ConfigError(f"{name}={raw!r}: INF is not allowed here")
-    if ns is not None and ns < minimum_ns:
-        raise ConfigError(f"{name}={raw!r}: must be at least {minimum_ns // 1_000_000} ms")
-    return raw, ns
 
 
-def _ident(env, name: str, default: str) -> str:
-    raw = env.get(name, "").strip() or default
-    if not _IDENT.fullmatch(raw):
-        raise ConfigError(f"{name}={raw!r}: must be a name of letters, digits, _ and - (max 64)")
-    return raw
+def _user(env, name: str, password_name: str) -> tuple[str | None, str | None]:
+    """A user and its password (each also from a _FILE): both or neither."""
+    user, password = read(env, name), read(env, password_name)
+    if bool(user) != bool(password):
+        raise ConfigError(f"{name} and {password_name} (or their _FILE forms) go together")
+    return user, password
 
 
 def load(env: dict | None = None) -> Settings:
+    """Every variable of iot_api.settings.SETTINGS read and checked, then the rules across them."""
     env = os.environ if env is None else env
-    url = env.get("INFLUXDB_URL", "").strip() or "http://influxdb:8086"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number in 0-65535
-    except ValueError as exc:  # the URL is not echoed: it might hold a password
-        raise ConfigError(f"INFLUXDB_URL: {exc} (must be an http(s) URL like http://influxdb:8086)") from None
-    if parts.username is not None or parts.password is not None:
-        raise ConfigError("INFLUXDB_URL: credentials do not go in the URL (a URL ends up in logs): set "
-                          "INFLUXDB_USER and INFLUXDB_PASSWORD or INFLUXDB_PASSWORD_FILE")
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"INFLUXDB_URL={url!r}: must be an http(s) URL like http://influxdb:8086")
-
-    retention, retention_ns = _duration(env, "API_RETENTION", "INF", allow_inf=True)
-    if retention_ns is not None and retention_ns < 3600 * 10**9:
-        raise ConfigError(f"API_RETENTION={retention!r}: InfluxDB needs at least 1h (or INF)")
-    if retention_ns is not None and retention_ns % (10**9):
-        raise ConfigError(f"API_RETENTION={retention!r}: use whole seconds, minutes, hours, days or weeks")
-
-    min_ts_raw = env.get("API_MIN_TS", "").strip() or "2000-01-01T00:00:00Z"
-    try:
-        min_ts_ns = parse_rfc3339(min_ts_raw)
-    except ValueError as exc:
-        raise ConfigError(f"API_MIN_TS={min_ts_raw!r}: {exc}") from None
-    if min_ts_ns < MIN_NS:
-        raise ConfigError(f"API_MIN_TS={min_ts_raw!r}: InfluxDB cannot store times before 1677-09-21")
-    _, max_future_ns = _duration(env, "API_MAX_FUTURE", "1h")
-    _, timeout_ns = _duration(env, "INFLUXDB_TIMEOUT", "5s", minimum_ns=10**8)
-    _, delay_ns = _duration(env, "API_FLUSH_MAX_DELAY", "0ms")
-    _, backoff_ns = _duration(env, "API_STARTUP_BACKOFF_MAX", "10s", minimum_ns=10**8)
-    # Slow clients: each connection holds a slot of API_MAX_CONNECTIONS, so none may hold it forever.
-    _, keepalive_ns = _duration(env, "API_KEEPALIVE_TIMEOUT", "30s", minimum_ns=10**8)
-    workers = _int(env, "API_WORKERS", 1, 1, 64)
-    instance = _int(env, "API_INSTANCE", 0, 0, 999)
+    v = {s.env: read(env, s.env) for s in SETTINGS if not s.secret}
+    workers, instance = v["API_WORKERS"], v["API_INSTANCE"]
     if (instance + 1) * workers > 1000:
         raise ConfigError(f"API_INSTANCE={instance} with API_WORKERS={workers}: (instance + 1) x workers must "
                           "be at most 1000 (each worker needs its own id for server timestamps)")
-    top_cache_raw, top_cache_ns = _duration(env, "API_TOP_CACHE", "1s")
-    if top_cache_ns > 3600 * 10**9:
-        raise ConfigError(f"API_TOP_CACHE={top_cache_raw!r}: at most 1h (the past-minute ranking would be stale)")
-    _, header_ns = _duration(env, "API_HEADER_TIMEOUT", "10s", minimum_ns=10**8)
-    _, body_ns = _duration(env, "API_BODY_TIMEOUT", "10s", minimum_ns=10**8)
-
-    log_level = (env.get("API_LOG_LEVEL", "").strip() or "info").lower()
-    if log_level not in ("debug", "info", "warning", "error"):
-        raise ConfigError(f"API_LOG_LEVEL={log_level!r}: must be debug, info, warning or error")
+    if env.get("API_MAX_PENDING_POINTS", "").strip() and v["API_MAX_PENDING_POINTS"] < v["API_FLUSH_MAX_POINTS"]:
+        raise ConfigError(f"API_MAX_PENDING_POINTS={str(v['API_MAX_PENDING_POINTS'])!r}: must be between "
+                          f"{v['API_FLUSH_MAX_POINTS']} and 100000000 (at least API_FLUSH_MAX_POINTS)")
     user, password = _user(env, "INFLUXDB_USER", "INFLUXDB_PASSWORD")
     admin = _user(env, "INFLUXDB_ADMIN_USER", "INFLUXDB_ADMIN_PASSWORD")
     reader = _user(env, "INFLUXDB_READER_USER", "INFLUXDB_READER_PASSWORD")
@@ -185,45 +126,44 @@ def load(env: dict | None = None) -> Settings:
     names = [n for n in (admin[0], user if admin[0] else None, reader[0]) if n]
     if len(set(names)) != len(names):
         raise ConfigError("INFLUXDB_ADMIN_USER, INFLUXDB_USER and INFLUXDB_READER_USER must differ")
-    tokens_file = env.get("API_TOKENS_FILE", "").strip() or None
-    flush_max_points = _int(env, "API_FLUSH_MAX_POINTS", 5000, 1, 1_000_000)
+    retention, retention_ns = v["API_RETENTION"]
 
     return Settings(
-        host=env.get("API_HOST", "").strip() or "0.0.0.0",
-        port=_int(env, "API_PORT", 1337, 1, 65535),
+        host=v["API_HOST"],
+        port=v["API_PORT"],
         workers=workers,
         instance=instance,
-        log_level=log_level,
-        access_log=_bool(env, "API_ACCESS_LOG", False),
-        max_connections=_int(env, "API_MAX_CONNECTIONS", 1000, 1, 100_000),
-        keepalive_timeout_s=keepalive_ns / 1e9,
-        header_timeout_s=header_ns / 1e9,
-        body_timeout_s=body_ns / 1e9,
-        influxdb_url=url.rstrip("/"),
-        influxdb_db=_ident(env, "INFLUXDB_DB", "iot"),
-        influxdb_rp=_ident(env, "INFLUXDB_RP", "iot_rp"),
-        measurement=_ident(env, "INFLUXDB_MEASUREMENT", "data"),
+        log_level=v["API_LOG_LEVEL"],
+        access_log=v["API_ACCESS_LOG"],
+        max_connections=v["API_MAX_CONNECTIONS"],
+        keepalive_timeout_s=v["API_KEEPALIVE_TIMEOUT"] / 1e9,
+        header_timeout_s=v["API_HEADER_TIMEOUT"] / 1e9,
+        body_timeout_s=v["API_BODY_TIMEOUT"] / 1e9,
+        influxdb_url=v["INFLUXDB_URL"],
+        influxdb_db=v["INFLUXDB_DB"],
+        influxdb_rp=v["INFLUXDB_RP"],
+        measurement=v["INFLUXDB_MEASUREMENT"],
         influxdb_user=user,
         influxdb_password=password,
         influxdb_admin=admin if admin[0] else None,
         influxdb_reader=reader if reader[0] else None,
-        influxdb_timeout_s=timeout_ns / 1e9,
-        retention=retention.upper() if retention_ns is None else retention,
+        influxdb_timeout_s=v["INFLUXDB_TIMEOUT"] / 1e9,
+        retention=retention,
         retention_ns=retention_ns,
-        max_batch=_int(env, "API_MAX_BATCH", 5000, 1, 1_000_000),
-        max_body_bytes=_int(env, "API_MAX_BODY_BYTES", 1_048_576, 1024, 256 * 1_048_576),
-        group_commit=_bool(env, "API_GROUP_COMMIT", True),
-        flush_max_points=flush_max_points,
-        flush_max_delay_s=delay_ns / 1e9,
-        flush_in_flight=_int(env, "API_FLUSH_IN_FLIGHT", 2, 1, 64),
-        max_pending_points=_int(env, "API_MAX_PENDING_POINTS", 100_000, flush_max_points, 100_000_000),
-        min_ts_ns=min_ts_ns,
-        max_future_ns=max_future_ns,
-        retry_after_s=_int(env, "API_RETRY_AFTER", 2, 1, 3600),
-        startup_backoff_max_s=backoff_ns / 1e9,
-        tokens_file=tokens_file,
-        read_limit_max=_int(env, "API_READ_LIMIT_MAX", 10_000, 1, 1_000_000),
-        top_cache_s=top_cache_ns / 1e9,
+        max_batch=v["API_MAX_BATCH"],
+        max_body_bytes=v["API_MAX_BODY_BYTES"],
+        group_commit=v["API_GROUP_COMMIT"],
+        flush_max_points=v["API_FLUSH_MAX_POINTS"],
+        flush_max_delay_s=v["API_FLUSH_MAX_DELAY"] / 1e9,
+        flush_in_flight=v["API_FLUSH_IN_FLIGHT"],
+        max_pending_points=v["API_MAX_PENDING_POINTS"],
+        min_ts_ns=v["API_MIN_TS"],
+        max_future_ns=v["API_MAX_FUTURE"],
+        retry_after_s=v["API_RETRY_AFTER"],
+        startup_backoff_max_s=v["API_STARTUP_BACKOFF_MAX"] / 1e9,
+        tokens_file=v["API_TOKENS_FILE"],
+        read_limit_max=v["API_READ_LIMIT_MAX"],
+        top_cache_s=v["API_TOP_CACHE"] / 1e9,
     )
 
 

@@ -16,7 +16,6 @@ import yaml
 
 ROOT = docs_blocks.ROOT
 LABS = ROOT / "docs" / "labs"
-API_PAGE = ROOT / "docs" / "api.md"                       # the api's environment variables
 CONFIGURATION_PAGE = ROOT / "docs" / "configuration.md"   # the values table
 
 
@@ -175,27 +174,6 @@ def test_the_readme_shows_what_up_prints_offline_and_online(tmp_path):
                    if not line.startswith("rendered env ")]
         shown = [line for line in shown if not line.startswith("rendered env ")]
         assert shown == printed, f"README's {mode} sample of ./iot up vs what it prints"
-
-
-def test_the_api_variables_page_is_the_code_s():
-    code = docs_blocks.api_variables(docs_blocks.CONFIG_PY.read_text())
-    documented: dict[str, str | None] = {}
-    rows = docs_blocks.table_rows(API_PAGE.read_text(), "Environment variables")
-    assert len(rows) > 10, f"{API_PAGE.relative_to(ROOT)}: no table under '## Environment variables'"
-    for name_cell, default_cell, *_ in rows:
-        names = [n for n in docs_blocks.backticked(name_cell) if n != "_FILE"]
-        defaults = docs_blocks.backticked(default_cell)
-        for i, name in enumerate(names):
-            documented[name] = defaults[i] if len(defaults) == len(names) else None
-    assert sorted(documented) == sorted(code), "docs/api.md table vs api/iot_api/config.py"
-    wrong = {n: (documented[n], d) for n, d in code.items() if d is not None and documented[n] != d}
-    assert wrong == {}, f"docs/api.md default vs code default: {wrong}"
-
-
-def test_the_api_variable_reader_sees_defaults():
-    code = docs_blocks.api_variables(docs_blocks.CONFIG_PY.read_text())
-    assert code["API_PORT"] == "1337" and code["API_GROUP_COMMIT"] == "true"
-    assert code["INFLUXDB_URL"] == "http://influxdb:8086" and code["API_FLUSH_MAX_DELAY"] == "0ms"
 
 
 def _scalar(value) -> str:
