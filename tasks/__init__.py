@@ -7,12 +7,12 @@ undeploy, rollback, status, scale, swarm.*), cluster (cluster.*), db (db.*). Eve
 """
 from invoke import Collection
 
-from . import cluster, db, dev, publish, show, stack, swarm
+from . import cluster, db, deps, dev, publish, show, stack, swarm
 
 ns = Collection(dev.test, dev.lint, dev.api, dev.simulate, dev.bench, dev.engine,
                 stack.render, stack.build, stack.up, stack.down, stack.logs, stack.ps, stack.autotest, stack.images_ns,
                 publish.tag, publish.push, publish.registry_ns,
                 swarm.deploy, swarm.undeploy, swarm.rollback, swarm.status, swarm.scale, swarm.swarm_ns,
-                cluster.cluster_ns, db.db_ns, show.show)
+                cluster.cluster_ns, db.db_ns, show.show, deps.deps_ns)
 # Defaults, overridable the pyinvoke way: invoke.yaml (`iot: {env: prod}`) or INVOKE_IOT_ENV=prod.
 ns.configure({"run": {"echo": True}, "iot": {"env": "dev", "autotest_env": "test"}})
