@@ -1,9 +1,11 @@
-"""The development tools (requirements-dev.txt: pytest, ruff and the linters, matplotlib, selenium, ...),
-installed into the running venv by the tasks that use them, when they first run or when the file changed.
+"""The development tools (requirements-dev.lock: pytest, ruff and the linters, matplotlib, selenium, ...),
+installed into the running venv by the tasks that use them, when they first run or when the lock changed.
 
-`./iot` itself installs only requirements.txt, what running the stack needs: a learner's `./iot up`
-does not download a few hundred MB of test and plot tools. A stamp beside the venv (the sha256 of the
-requirements files, as ./iot does for its own) makes the check instant after the first time.
+`./iot` itself installs only requirements.lock, what running the stack needs: a learner's `./iot up`
+does not download a few hundred MB of test and plot tools. Both locks pin every transitive dependency with
+its hashes (ops/locks.py makes them from requirements.txt and requirements-dev.txt), so pip runs with
+--require-hashes. A stamp beside the venv (the lock's sha256, as ./iot does for its own) makes the check
+instant after the first time.
 """
 from __future__ import annotations
 
@@ -16,16 +18,17 @@ from pathlib import Path
 from ops.errors import OpsError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEV = "requirements-dev.txt"
-# requirements-dev.txt includes these (-r): a change of any of them is a change of what it installs.
-INPUTS = (DEV, "requirements.txt", "api/requirements.txt", "simulator/requirements.txt")
+DEV = "requirements-dev.lock"
+# The lock holds every package it installs (the runtime lock's too, at the same versions): its content is
+# what the stamp follows. A change of requirements-dev.txt not yet locked is tests/unit/test_locks.py's to catch.
+INPUTS = (DEV,)
 STAMP = ".requirements-dev.sha256"
 
 Progress = Callable[[str], None]
 
 
 class DevToolsError(OpsError):
-    """requirements-dev.txt could not be installed: one line, exit 1."""
+    """requirements-dev.lock could not be installed: one line, exit 1."""
 
 
 def say(message: str) -> None:
@@ -48,11 +51,12 @@ def stamp_path() -> Path:
 
 
 def install_command() -> list[str]:
-    return [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(ROOT / DEV)]
+    return [sys.executable, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--require-hashes",
+            "-r", str(ROOT / DEV)]
 
 
 def ensure(why: str, dry: bool = False, progress: Progress = say, root: Path = ROOT) -> bool:
-    """Install requirements-dev.txt into this venv unless its stamp says it is there. True when it installed
+    """Install requirements-dev.lock into this venv unless its stamp says it is there. True when it installed
     (or, dry, would). Outside a venv it installs nothing: it says what to run instead."""
     want = digest(root)
     stamp = stamp_path()
@@ -61,7 +65,8 @@ def ensure(why: str, dry: bool = False, progress: Progress = say, root: Path = R
     cmd = install_command()
     if not _in_venv():
         raise DevToolsError(f"{why} needs the tools of {DEV}, and this Python is not a venv: run it through ./iot "
-                            f"(which makes .venv), or install them yourself: {' '.join(cmd[:2])} -m pip install -r {DEV}")
+                            f"(which makes .venv), or install them yourself: "
+                            f"{' '.join(cmd[:2])} -m pip install --require-hashes -r {DEV}")
     progress(f"{why} needs the development tools of {DEV}: not in {sys.prefix} yet, or the file changed")
     if dry:
         progress(f"would run: {' '.join(cmd)}")

@@ -25,13 +25,13 @@ def test_the_stack_requirements_hold_no_test_or_plot_tool_and_dev_includes_them(
     assert re.search(r"^-r requirements\.txt$", (ROOT / "requirements-dev.txt").read_text(), re.M)
 
 
-def test_the_stamp_follows_every_file_requirements_dev_includes(tmp_path):
+def test_the_stamp_follows_the_dev_lock(tmp_path):
+    """requirements-dev.lock holds every package it installs (tests/unit/test_locks.py: it is current)."""
     for name in devtools.INPUTS:
-        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy(ROOT / name, tmp_path / name)
     before = devtools.digest(tmp_path)
     assert before == devtools.digest(ROOT)
-    with open(tmp_path / "api" / "requirements.txt", "a") as f:  # an indirect change (-r) counts too
+    with open(tmp_path / devtools.DEV, "a") as f:
         f.write("# changed\n")
     assert devtools.digest(tmp_path) != before
 
@@ -57,7 +57,8 @@ def test_dry_says_the_install_and_changes_nothing(tmp_path, monkeypatch):
 def test_outside_a_venv_it_says_what_to_run(tmp_path, monkeypatch):
     monkeypatch.setattr(devtools, "stamp_path", lambda: tmp_path / devtools.STAMP)
     monkeypatch.setattr(sys, "base_prefix", sys.prefix)
-    with pytest.raises(devtools.DevToolsError, match=r"not a venv: run it through ./iot .*pip install -r requirements-dev"):
+    with pytest.raises(devtools.DevToolsError,
+                       match=r"not a venv: run it through ./iot .*pip install --require-hashes -r requirements-dev.lock"):
         devtools.ensure("./iot bench")
 
 
@@ -66,6 +67,6 @@ def test_a_failed_install_is_one_line_and_no_stamp(tmp_path, monkeypatch):
     monkeypatch.setattr(devtools, "_in_venv", lambda: True)
     monkeypatch.setattr(devtools, "install_command",
                         lambda: [sys.executable, "-c", "print('ERROR: No matching distribution'); raise SystemExit(1)"])
-    with pytest.raises(devtools.DevToolsError, match="pip could not install requirements-dev.txt .exit 1.: ERROR: No matching"):
+    with pytest.raises(devtools.DevToolsError, match="pip could not install requirements-dev.lock .exit 1.: ERROR: No matching"):
         devtools.ensure("./iot test", progress=lambda _: None)
     assert not (tmp_path / devtools.STAMP).exists()
