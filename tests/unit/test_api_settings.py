@@ -107,3 +107,23 @@ def test_the_rendered_api_environment_is_the_declaration_s(tmp_path, env, auth):
     given = {k: v for k, v in api_settings.stack_environment(values).items() if not k.endswith("_FILE")}
     given = {k: v for k, v in given.items() if not k.startswith("INFLUXDB_") or not k.endswith("_USER")}
     assert config.load(given).influxdb_db == values["influxdb"]["db"]
+
+
+def test_adding_a_setting_is_one_line(monkeypatch):
+    """docs/development.md's claim: one Setting line and the api reads the variable, the docs table has its
+    row, and (with `stack=`) the schema asks defaults.yaml for its key and the stacks set it."""
+    new = api_settings.Setting("API_MAX_BATCH", api_settings.integer(1, 1_000_000), "5000", "readings per request",
+                               stack="{api.max_batch}")
+    monkeypatch.setattr(api_settings, "SETTINGS", (new,))
+    assert "| `API_MAX_BATCH` | `5000` | an integer between 1 and 1000000 | `api.max_batch` |" in \
+        api_settings.markdown_table()
+    schema = values_schema._with_api_settings({k: v for k, v in values_schema.SCHEMA.items() if k != "api"} |
+                                              {"api": dict(values_schema.SCHEMA["api"])})
+    values = render.load_values("dev")
+    assert values_schema._shape_problem(values, schema) == \
+        ("api.max_batch", "missing (add it to stacks/values/defaults.yaml or the env file)")
+    values["api"]["max_batch"] = 0
+    assert values_schema._shape_problem(values, schema)[1].startswith("must be between 1 and 1000000 (the api's")
+    values["api"]["max_batch"] = 200
+    assert values_schema._shape_problem(values, schema) is None
+    assert api_settings.stack_environment(values) == {"API_MAX_BATCH": "200"}
