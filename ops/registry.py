@@ -24,7 +24,7 @@ else `<repo>:<version>` (built without a registry, e.g. `./iot build --env test`
 the registry and how to start the local one), then `docker tag`s and `docker push`es every tag. Every
 command is printed before it runs; dry=True only prints them.
 
-The local registry to push to (`registry.start`, `registry.stop`) is ops/local_registry.py.
+The local registry to push to (`registry.start`, `registry.stop`) is ops/cluster/registry.py's container.
 """
 from __future__ import annotations
 
@@ -430,17 +430,3 @@ def catalog(registry: str) -> list[str]:
 def list_tags(registry: str, repository: str) -> list[str]:
     return sorted(api_get(registry, f"{repository}/tags/list").get("tags") or [])
 
-
-# The local registry of `registry.start` / `registry.stop` lives in ops/local_registry.py; its names
-# stay reachable here for the tasks and tests that use them.
-from ops.local_registry import (  # noqa: E402, F401 (re-exported for the tasks and tests)
-    BINARY,
-    DEFAULT_PORT,
-    STATE_DIR,
-    LocalRegistry,
-    _is_registry,
-    ensure_binary,
-    registry_config,
-    start_local_registry,
-    stop_local_registry,
-)

@@ -40,30 +40,28 @@ def push(c, env=None, set=None, registry=None):  # noqa: A002 - the option is --
         registries.push(plans, prefix, dry=c.config.run.dry)
 
 
+NAME_HELP = "the registry's container (default iot-registry); its data is in the volume NAME-data"
+
+
 @task(name="start", help={
     "port": "port on 127.0.0.1 (default 5000; then push with --registry 127.0.0.1:PORT/)",
-    "dir": "folder for its config, pid file, log and data/ (default build/registry)",
+    "name": NAME_HELP,
 })
-def registry_start(c, port=5000, dir=None):  # noqa: A002 - the option is --dir
-    """Run a local registry (Debian's docker-registry, installed if missing) on 127.0.0.1 in the background."""
-    from pathlib import Path
-
-    from ops import registry as registries
+def registry_start(c, port=5000, name=None):
+    """Run a local registry: the registry container (images/registry, built if missing) on 127.0.0.1 only."""
+    from ops.cluster import registry as local
 
     with clear_errors():
-        registries.start_local_registry(int(port), state_dir=Path(dir) if dir else registries.STATE_DIR,
-                                        dry=c.config.run.dry)
+        local.start_local(int(port), name=name or local.LOCAL_NAME, dry=c.config.run.dry)
 
 
-@task(name="stop", help={"dir": "the folder it was started with (default build/registry)"})
-def registry_stop(c, dir=None):  # noqa: A002 - the option is --dir
-    """Stop the local registry started by registry.start (by its pid file); its data is kept."""
-    from pathlib import Path
-
-    from ops import registry as registries
+@task(name="stop", help={"name": NAME_HELP})
+def registry_stop(c, name=None):
+    """Stop and remove the local registry's container; its data volume is kept (docker volume rm NAME-data)."""
+    from ops.cluster import registry as local
 
     with clear_errors():
-        registries.stop_local_registry(Path(dir) if dir else registries.STATE_DIR, dry=c.config.run.dry)
+        local.stop_local(name or local.LOCAL_NAME, dry=c.config.run.dry)
 
 
 registry_ns = Collection("registry")

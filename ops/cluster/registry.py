@@ -1,22 +1,39 @@
-"""A local cluster's registry: the container on the cluster network the nodes pull our images from.
+"""The one registry container: images/registry (Debian's docker-registry on the offline Debian base), run
+for a local cluster and for `./iot registry.start`, from one spec (`container_run_command`).
 
-A container of images/registry (Debian's docker-registry on the offline Debian base) at the fixed
-address .2 of the cluster subnet, port 5000, plain HTTP; every node's dockerd gets
-`--insecure-registry IP:5000`. This host pushes our images to it through a port published on
-127.0.0.1 only (an ephemeral one: this engine trusts 127.0.0.0/8 as insecure by default, not the
-cluster's subnet, and its daemon configuration is not ours to change), then drops those temporary
-tags; the nodes pull `IP:5000/REPO:TAG` when a task needs it. Deploy with the registry prefix:
-`--set registry=IP:5000/` (and `--set bases.MODE.KEY=IP:5000/REF` for the base images the stack
-uses as they are, e.g. InfluxDB); `deploy_sets` gives them, `Cluster.lines` prints them.
+- **A local cluster's registry**: at the fixed address .2 of the cluster subnet, port 5000, plain HTTP;
+  every node's dockerd gets `--insecure-registry IP:5000`. This host pushes our images to it through a
+  port published on 127.0.0.1 only (an ephemeral one: this engine trusts 127.0.0.0/8 as insecure by
+  default, not the cluster's subnet, and its daemon configuration is not ours to change), then drops
+  those temporary tags; the nodes pull `IP:5000/REPO:TAG`. Deploy with the registry prefix:
+  `--set registry=IP:5000/` (and `--set bases.MODE.KEY=IP:5000/REF` for the base images the stack uses
+  as they are, e.g. InfluxDB); `deploy_sets` gives them, `Cluster.lines` prints them. Its data goes
+  with the cluster (an anonymous volume, removed by `cluster.rm`).
+- **The local registry to push to** (`registry.start`, `registry.stop`): the same container published
+  on 127.0.0.1:PORT only (Docker allows plain HTTP to 127.0.0.0/8 without `insecure-registries`), its
+  data in the named volume NAME-data, which `registry.stop` keeps. Publishing to it is ops/registry.py.
+
+The image is built here the way the cluster builds it (`ensure_registry_image`), online or offline:
+debootstrap of the Debian base from the Debian mirror when missing, then images/registry on it; nothing
+comes from Docker Hub. Its config (images/registry/config.yml) is in the image.
 """
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
+import shlex
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import requests
+
+from ops.registry import API_HEADER, RegistryError, is_loopback
+from ops.registry import say as registry_say
 
 from .common import ROLE_LABEL, ROOT, ClusterError, Progress, run, say
 from .names import labels_args, network_name
@@ -24,9 +41,82 @@ from .names import labels_args, network_name
 REGISTRY_CONTEXT = ROOT / "images" / "registry"
 REGISTRY_IMAGE = "iot-base/registry:2.8-bookworm"
 REGISTRY_HOST = 2                     # the registry's address: .2 of the cluster subnet
-REGISTRY_PORT = 5000
+REGISTRY_PORT = 5000                  # inside the container: images/registry/config.yml's http.addr
+REGISTRY_DATA = "/var/lib/docker-registry"  # inside the container: the config's storage root, a volume
+
+LOCAL_NAME = "iot-registry"           # the container of `registry.start`; its volume is NAME-data
+LOCAL_LABEL = "iot.registry"          # value "local": what registry.stop agrees to remove
+DEFAULT_PORT = 5000
+_NAME_RE = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.-]{0,62}")
 
 
+class RegistryOptionError(RegistryError):
+    """A name, port or address given to registry.start/stop that cannot be used (bad input: exit 2)."""
+
+    exit_code = 2
+
+
+# -- the spec both share -----------------------------------------------------------------------------------
+def container_run_command(container: str, publish: str, *, image: str = REGISTRY_IMAGE, volume: str | None = None,
+                          labels: Sequence[str] = (), network: Sequence[str] = ()) -> list[str]:
+    """`docker run` of the registry image: PUBLISH (`127.0.0.1:[PORT]`, loopback only) maps to the registry's
+    port, its data is on VOLUME (None: an anonymous one) at REGISTRY_DATA. LABELS: `--label` args; NETWORK:
+    `--network`/`--ip` args. Pure."""
+    host = publish.rsplit(":", 1)[0]
+    if not is_loopback(host):
+        raise RegistryOptionError(f"{publish}: the registry is published on loopback only (plain http, no auth)")
+    mount = f"{volume}:{REGISTRY_DATA}" if volume else REGISTRY_DATA
+    return ["docker", "run", "-d", "--name", container, *labels, *network,
+            "--publish", f"{publish}:{REGISTRY_PORT}", "--volume", mount, image]
+
+
+def ensure_registry_image(image: str = REGISTRY_IMAGE, progress: Progress = say, dry: bool = False,
+                          present: bool | None = None) -> None:
+    """Build the registry image when missing, as the cluster does (ops.cluster.local.ensure_dind_image: the
+    Debian base debootstrapped first if missing). dry: only print those commands. PRESENT: already probed."""
+    from ops import images
+
+    from . import local
+
+    if not dry:
+        local.ensure_dind_image(image, progress=progress, context=REGISTRY_CONTEXT)
+        return
+    if present is None:
+        present = images.image_exists(image)
+    if present:
+        progress(f"{image}: present")
+        return
+    if not images.image_exists(local.DEBIAN_IMAGE):
+        images.build_debian_base(local.DEBIAN_IMAGE, progress=progress, dry=True)
+    _would_run(registry_build_command(image), progress)
+
+
+def registry_build_command(image: str = REGISTRY_IMAGE) -> list[str]:
+    """What ensure_dind_image runs for the registry image (its dry run prints it). Pure."""
+    from .local import DEBIAN_IMAGE
+
+    return ["docker", "build", "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", "--tag", image, str(REGISTRY_CONTEXT)]
+
+
+def answers(host_port: str, timeout: float = 2.0) -> bool:
+    """A Docker registry answers on http://HOST_PORT/v2/ (200, or 401 for one that wants a login)."""
+    try:
+        resp = requests.get(f"http://{host_port}/v2/", timeout=timeout)
+    except requests.RequestException:
+        return False
+    return bool(resp.headers.get(API_HEADER))
+
+
+def _wait(host_port: str, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if answers(host_port):
+            return True
+        time.sleep(0.2)
+    return False
+
+
+# -- a local cluster's registry ------------------------------------------------------------------------------
 def registry_container(name: str) -> str:
     return f"iotc-{name}-registry"
 
@@ -39,9 +129,9 @@ def registry_run_command(name: str, ip: str, image: str = REGISTRY_IMAGE,
                          extra_labels: Sequence[str] = ()) -> list[str]:
     """`docker run` of the cluster's registry: on the cluster network at IP, port 5000 also published on
     127.0.0.1 (a port the engine picks) for the pushes from this host. Pure (for the unit tests)."""
-    return ["docker", "run", "-d", "--name", registry_container(name), *labels_args(name, extra_labels),
-            "--label", f"{ROLE_LABEL}=registry", "--network", network_name(name), "--ip", ip,
-            "--publish", f"127.0.0.1::{REGISTRY_PORT}", image]
+    return container_run_command(registry_container(name), "127.0.0.1:", image=image,
+                                 labels=[*labels_args(name, extra_labels), "--label", f"{ROLE_LABEL}=registry"],
+                                 network=["--network", network_name(name), "--ip", ip])
 
 
 def registry_ref(prefix: str, ref: str) -> str:
@@ -77,18 +167,8 @@ def registry_address(name: str) -> str | None:
 
 
 def wait_registry(host_port: str, progress: Progress = say, timeout: float = 30) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(f"http://{host_port}/v2/", timeout=2) as resp:  # noqa: S310 (ours, 127.0.0.1)
-                if resp.status == 200:
-                    return
-        except OSError:
-            pass
-        time.sleep(0.3)
-    raise ClusterError(f"the cluster registry on {host_port} did not answer within {timeout:.0f} s")
+    if not _wait(host_port, timeout):
+        raise ClusterError(f"the cluster registry on {host_port} did not answer within {timeout:.0f} s")
 
 
 def push_images(host_port: str, image_refs: Sequence[str], progress: Progress = say) -> float:
@@ -113,3 +193,165 @@ def push_images(host_port: str, image_refs: Sequence[str], progress: Progress = 
     finally:  # only our temporary tags: the images themselves keep their own names
         run(["docker", "rmi", *temporary], progress, check=False, echo=False)
     return time.monotonic() - started
+
+
+# -- the local registry to push to (registry.start, registry.stop) -----------------------------------------
+@dataclass(frozen=True)
+class LocalRegistry:
+    name: str                 # the container
+    host: str
+    port: int
+    reused: bool = False
+
+    @property
+    def volume(self) -> str:
+        return data_volume(self.name)
+
+    @property
+    def prefix(self) -> str:
+        """What --registry / the `registry` value takes: `127.0.0.1:PORT/`."""
+        return f"{self.host}:{self.port}/"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+def data_volume(name: str) -> str:
+    return f"{name}-data"
+
+
+def _docker_inspect(kind: str, name: str) -> dict | None:
+    """`docker KIND inspect NAME` as a dict; None when there is none; RegistryError when the engine does
+    not answer. Read-only (dry runs make it too)."""
+    try:
+        proc = subprocess.run(["docker", kind, "inspect", name], capture_output=True, text=True, timeout=30, check=False)
+    except FileNotFoundError:
+        raise RegistryError("docker: command not found (install the engine: ./iot engine)") from None
+    except subprocess.TimeoutExpired:
+        raise RegistryError("the Docker engine did not answer within 30 s (./iot engine)") from None
+    if proc.returncode != 0:
+        err = proc.stderr.strip()
+        if "no such" in err.lower():
+            return None
+        raise RegistryError(f"the Docker engine does not answer ({err.splitlines()[-1] if err else 'no output'}): "
+                            "start it with ./iot engine")
+    return json.loads(proc.stdout)[0]
+
+
+def _published(info: dict) -> tuple[str, int] | None:
+    """(host, port) where a container publishes the registry's port, if it does."""
+    bindings = ((info.get("HostConfig") or {}).get("PortBindings") or {}).get(f"{REGISTRY_PORT}/tcp") or []
+    for b in bindings:
+        if (b.get("HostPort") or "").isdigit():
+            return b.get("HostIp") or "0.0.0.0", int(b["HostPort"])  # noqa: S104 (what docker means by "")
+    return None
+
+
+def _port_free(host: str, port: int) -> bool:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _check_local(name: str, port: int, host: str) -> None:
+    if not _NAME_RE.fullmatch(name):
+        raise RegistryOptionError(f"registry name {name!r}: letters, digits, '_', '.', '-' (a container name)")
+    if not 0 < port < 65536:
+        raise RegistryOptionError(f"port {port}: must be 1-65535")
+    try:
+        loopback = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback:
+        raise RegistryOptionError(f"host {host}: the local registry listens on a loopback address only (plain http, no auth)")
+
+
+def _would_run(cmd: Sequence[str], progress: Progress) -> None:
+    progress(f"would run: {shlex.join(cmd)}")  # a dry run's echo of a command that changes something
+
+
+def _step(cmd: list[str], progress: Progress, dry: bool, **kw) -> str:
+    """Run CMD with the cluster's runner (echoed `$ CMD`), or in a dry run only echo it."""
+    if dry:
+        _would_run(cmd, progress)
+        return ""
+    return run(cmd, progress, **kw)
+
+
+def start_local(port: int = DEFAULT_PORT, *, name: str = LOCAL_NAME, host: str = "127.0.0.1",
+                labels: Sequence[str] = (), image: str = REGISTRY_IMAGE, progress: Progress = registry_say,
+                dry: bool = False, timeout: float = 30.0) -> LocalRegistry:
+    """Run the registry container NAME published on HOST:PORT (loopback only), data in the volume NAME-data.
+    Reuses NAME when it already runs on that port; refuses when it runs on another, or the port is taken.
+    dry: print the docker commands it would run (the read-only probes still ask the engine; without one, the
+    plan from scratch, said so). LABELS: extra `key=value` labels on the container and the volume."""
+    port = int(port)
+    _check_local(name, port, host)
+    reg = LocalRegistry(name, host, port)
+    volume = reg.volume
+    try:
+        info = _docker_inspect("container", name)
+        has_volume = _docker_inspect("volume", volume) is not None
+        has_image = None
+    except RegistryError as exc:
+        if not dry:
+            raise
+        progress(f"note: {exc}; the plan as from scratch")
+        info, has_volume, has_image = None, False, False
+    if info is not None:
+        running, where = (info.get("State") or {}).get("Running"), _published(info)
+        if running and where == (host, port):
+            progress(f"a local registry already runs: {reg.url} (container {name}, data in volume {volume})")
+            return LocalRegistry(name, host, port, reused=True)
+        if running:
+            at = f"{where[0]}:{where[1]}" if where else "no published port"
+            raise RegistryError(f"a local registry {name} already runs on {at}: stop it first "
+                                f"(./iot registry.stop --name {name}) or use another --name")
+        _step(["docker", "rm", name], progress, dry)  # stopped (e.g. the engine restarted): its data is in the volume
+    ensure_registry_image(image, progress, dry, present=has_image)
+    if not _port_free(host, port):  # dry too: the run would stop here
+        raise RegistryError(f"port {port} on {host} is already in use by another program: choose another with --port")
+    label_args = [arg for label in (f"{LOCAL_LABEL}=local", *labels) for arg in ("--label", label)]
+    if not has_volume:
+        _step(["docker", "volume", "create", *label_args, volume], progress, dry)
+    _step(container_run_command(name, f"{host}:{port}", image=image, volume=volume, labels=label_args), progress, dry)
+    if dry:
+        return reg
+    started = time.monotonic()
+    if not _wait(f"{host}:{port}", timeout):
+        logs = subprocess.run(["docker", "logs", "--tail", "3", name], capture_output=True, text=True, check=False)
+        tail = " | ".join((logs.stdout + logs.stderr).strip().splitlines()[-3:])
+        run(["docker", "rm", "--force", name], progress, check=False)
+        raise RegistryError(f"the registry did not answer on {reg.url}/v2/ within {timeout:.0f} s: {tail or 'no log'}")
+    progress(f"local registry ready in {time.monotonic() - started:.1f} s: {reg.url} (container {name}, data in "
+             f"volume {volume}); push with --registry {reg.prefix}")
+    return reg
+
+
+def stop_local(name: str = LOCAL_NAME, *, progress: Progress = registry_say, dry: bool = False) -> bool:
+    """Stop and remove the registry container NAME; its volume (the images pushed) is kept. False when there
+    was none. Never removes a container NAME that registry.start did not make (no iot.registry label)."""
+    if not _NAME_RE.fullmatch(name):
+        raise RegistryOptionError(f"registry name {name!r}: letters, digits, '_', '.', '-' (a container name)")
+    info = _docker_inspect("container", name)
+    if info is None:
+        progress(f"no local registry to stop (no container {name})")
+        return False
+    if ((info.get("Config") or {}).get("Labels") or {}).get(LOCAL_LABEL) != "local":
+        raise RegistryError(f"container {name} was not started by ./iot registry.start (no {LOCAL_LABEL}=local label): "
+                            "not removing it")
+    if (info.get("State") or {}).get("Running"):
+        _step(["docker", "stop", name], progress, dry, timeout=60)
+    _step(["docker", "rm", name], progress, dry)
+    volume = data_volume(name)
+    if not dry:
+        progress(f"local registry {name} stopped; its data is kept in volume {volume} "
+                 f"(delete it: docker volume rm {volume})")
+    return True

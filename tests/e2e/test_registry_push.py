@@ -1,27 +1,29 @@
-"""`tag` / `push` against a real registry: Debian's docker-registry, run by ops/registry.py on a free
-loopback port with its data in a temporary folder, and checked through its own HTTP API.
+"""`tag` / `push` against a real registry: the registry container of `./iot registry.start`
+(ops/cluster/registry.py, images/registry) on a free loopback port, with its data in a volume of this run,
+and checked through its own HTTP API; then `registry.start` / `registry.stop` themselves.
 
 The images pushed are small ones made here (`docker import` of a one-file tree, with the OCI labels our
 builds set) under a version of this run's own (`--set version=0.0.0-e2e.<id>`): the test does not
 depend on, or disturb, the service images other tests build at the same time. Everything it tags is
-removed at the end and the registry it started is stopped by its pid.
+removed at the end, and so are the registry containers and volumes it made (names iot-test-registry-<run>…,
+and the run's label).
 """
 from __future__ import annotations
 
 import io
 import json
-import os
 import socket
 import subprocess
 import tarfile
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
+import requests
 
 from ops import images, registry
+from ops.cluster import registry as local
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,11 +54,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
+def gone(container: str) -> bool:
+    return docker("ps", "-aq", "--filter", f"name=^{container}$").split() == []
+
+
+def volume_exists(volume: str) -> bool:
+    return volume in docker("volume", "ls", "-q", "--filter", f"name=^{volume}$").split()
+
+
+def remove(container: str) -> None:
+    """The container and its data volume, whatever state a failed test left them in."""
+    docker("rm", "--force", container, check=False)
+    docker("volume", "rm", "--force", local.data_volume(container), check=False)
 
 
 def one_file_image(ref: str, name: str, revision: str) -> str:
@@ -80,20 +89,20 @@ def local_refs(prefix: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def local_registry(docker_engine, tmp_path_factory):
-    """Our own docker-registry on a free loopback port, data in a temporary folder; stopped by pid."""
-    state = tmp_path_factory.mktemp("registry")
-    port = free_port()
+def local_registry(docker_engine, run_label):
+    """The registry container on a free loopback port, its data in a volume of this run; removed at the end."""
+    name, port = f"iot-test-registry-{RUN}", free_port()
     started = time.monotonic()
-    reg = registry.start_local_registry(port, state_dir=state, progress=print)
-    print(f"registry up in {time.monotonic() - started:.1f} s on {reg.url}, pid {reg.pid}")
-    yield reg
-    for ref in local_refs(reg.prefix):
-        docker("rmi", ref, check=False)
-    registry.stop_local_registry(state, progress=print)
-    if alive(reg.pid) and registry._is_registry(reg.pid):  # the stop failed: still end the one we started
-        os.kill(reg.pid, 9)
-    assert not alive(reg.pid), f"docker-registry pid {reg.pid} still runs"
+    try:
+        reg = local.start_local(port, name=name, labels=[run_label], progress=print)
+        print(f"registry up in {time.monotonic() - started:.1f} s on {reg.url}, container {name}")
+        yield reg
+        for ref in local_refs(reg.prefix):
+            docker("rmi", ref, check=False)
+        assert local.stop_local(name, progress=print) is True
+        assert gone(name) and volume_exists(local.data_volume(name))  # stop keeps the data
+    finally:
+        remove(name)
 
 
 @pytest.fixture(scope="module")
@@ -132,7 +141,7 @@ def test_dry_push_prints_the_commands_and_pushes_nothing(local_registry, sources
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     for repo in REPOS.values():
-        assert f"$ docker push {local_registry.prefix}{repo}:{dry_version}" in out
+        assert f"docker push {local_registry.prefix}{repo}:{dry_version}" in out
     assert not [r for r in local_refs(local_registry.prefix) if dry_version in r]
     for repo in REPOS.values():
         if repo in registry.catalog(local_registry.prefix):
@@ -158,10 +167,10 @@ def test_every_tag_names_the_same_manifest(local_registry, sources, pushed):
     for repo in REPOS.values():
         digests = set()
         for tag in registry.list_tags(local_registry.prefix, repo):
-            req = urllib.request.Request(f"{local_registry.url}/v2/{repo}/manifests/{tag}", method="HEAD",
-                                         headers={"Accept": MANIFEST_TYPES})
-            with urllib.request.urlopen(req, timeout=10) as resp:
-                digests.add(resp.headers["Docker-Content-Digest"])
+            resp = requests.head(f"{local_registry.url}/v2/{repo}/manifests/{tag}", headers={"Accept": MANIFEST_TYPES},
+                                 timeout=10)
+            assert resp.status_code == 200, (repo, tag, resp.status_code)
+            digests.add(resp.headers["Docker-Content-Digest"])
         assert len(digests) == 1, (repo, digests)
         assert next(iter(digests)) in pushed.stdout + pushed.stderr  # the digest `docker push` reported
 
@@ -198,26 +207,46 @@ def test_env_without_a_registry_is_refused(sources):
     assert "error: no registry to push to" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_registry_tasks_start_reuse_refuse_a_taken_port_and_stop(tmp_path):
-    """`./iot registry.start` / `registry.stop` themselves, on a registry of this test's own."""
-    port, state = free_port(), tmp_path / "reg"
-    proc = iot("registry.start", "--port", str(port), "--dir", str(state))
-    assert proc.returncode == 0, proc.stderr
-    pid = int((state / "registry.pid").read_text())
+def test_registry_tasks_start_reuse_refuse_a_taken_port_and_stop(docker_engine):
+    """`./iot registry.start` / `registry.stop` themselves, on registries of this test's own."""
+    port, name, other = free_port(), f"iot-test-registry-{RUN}-task", f"iot-test-registry-{RUN}-other"
+    volume = local.data_volume(name)
     try:
-        assert registry._is_registry(pid)
+        proc = iot("registry.start", "--port", str(port), "--name", name)
+        assert proc.returncode == 0, proc.stderr
+        assert f"push with --registry 127.0.0.1:{port}/" in proc.stderr
+        assert docker("port", name, "5000/tcp").split() == [f"127.0.0.1:{port}"]  # loopback only
         assert registry.catalog(f"127.0.0.1:{port}/") == []
-        again = iot("registry.start", "--port", str(port), "--dir", str(state))
-        assert again.returncode == 0 and "already runs" in again.stderr
-        assert int((state / "registry.pid").read_text()) == pid
-        taken = iot("registry.start", "--port", str(port), "--dir", str(tmp_path / "other"))
+        kept = f"127.0.0.1:{port}/iot-test/keep:{RUN}"
+        one_file_image(kept, "keep", OTHER_COMMIT)
+        docker("push", kept)
+        docker("rmi", kept)
+        container_id = docker("ps", "-q", "--no-trunc", "--filter", f"name=^{name}$").strip()
+        again = iot("registry.start", "--port", str(port), "--name", name)
+        assert again.returncode == 0 and "a local registry already runs" in again.stderr, again.stderr
+        assert docker("ps", "-q", "--no-trunc", "--filter", f"name=^{name}$").strip() == container_id
+        taken = iot("registry.start", "--port", str(port), "--name", other)
         assert taken.returncode == 1 and f"port {port} on 127.0.0.1 is already in use" in taken.stderr
-        stop = iot("registry.stop", "--dir", str(state))
+        assert gone(other) and not volume_exists(local.data_volume(other))
+        moved = iot("registry.start", "--port", str(free_port()), "--name", name)
+        assert moved.returncode == 1 and f"already runs on 127.0.0.1:{port}: stop it first" in moved.stderr
+        dry_stop = iot("--dry", "registry.stop", "--name", name)
+        assert dry_stop.returncode == 0 and f"would run: docker rm {name}" in dry_stop.stderr and not gone(name)
+        stop = iot("registry.stop", "--name", name)
         assert stop.returncode == 0, stop.stderr
-        assert "local registry stopped" in stop.stderr
-        assert not alive(pid)
-        assert not (state / "registry.pid").exists()
-        assert "no local registry to stop" in iot("registry.stop", "--dir", str(state)).stderr
+        assert f"its data is kept in volume {volume} (delete it: docker volume rm {volume})" in stop.stderr
+        assert gone(name) and volume_exists(volume)
+        assert "no local registry to stop" in iot("registry.stop", "--name", name).stderr
+        # the data outlives the container: started again (on another port), it still has what was pushed
+        port = free_port()
+        assert iot("registry.start", "--port", str(port), "--name", name).returncode == 0
+        assert registry.catalog(f"127.0.0.1:{port}/") == ["iot-test/keep"]
+        assert iot("registry.stop", "--name", name).returncode == 0
+        # a container of that name that registry.start did not make is left alone
+        docker("create", "--name", other, local.REGISTRY_IMAGE)
+        refused = iot("registry.stop", "--name", other)
+        assert refused.returncode == 1 and "was not started by ./iot registry.start" in refused.stderr
+        assert not gone(other)
     finally:
-        if alive(pid) and registry._is_registry(pid):
-            os.kill(pid, 9)
+        remove(name)
+        remove(other)

@@ -1,11 +1,15 @@
-"""Pure logic of ops/registry.py: which tags are published, the plan, commands, errors, the registry config.
+"""Pure logic of ops/registry.py (which tags are published, the plan, commands, errors) and the plan of the local
+registry container (ops/cluster/registry.py: registry.start, registry.stop).
 
-Nothing here needs a Docker engine or a registry: image inspection and git are fakes, ports are closed.
+Nothing here needs a Docker engine or a registry: image inspection, git and the engine's answers are fakes
+(or DOCKER_HOST points nowhere), ports are closed.
 """
 from __future__ import annotations
 
 import re
+import shlex
 import socket
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -14,6 +18,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ops import registry
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SHA = "8d66537b0db4a1c2e3f405162738495a6b7c8d9e"
 DOCKER_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")  # Docker's reference grammar for a tag
@@ -261,41 +267,176 @@ def test_prefix_host_loopback(given_, prefix, host, loopback):
     assert registry.is_loopback(host) is loopback
 
 
-# -- the local registry's config and refusals -------------------------------------------------------------
-def test_local_registry_config_listens_on_loopback_only_and_stores_in_the_data_dir(tmp_path):
-    config = yaml.safe_load(registry.registry_config(5123, tmp_path / "data"))
-    assert config["http"]["addr"] == "127.0.0.1:5123"
-    assert config["storage"]["filesystem"]["rootdirectory"] == str(tmp_path / "data")
+# -- the local registry (registry.start / registry.stop): the registry container of ops/cluster/registry.py -----
+NO_ENGINE = "unix:///nonexistent/iot-test-docker.sock"  # DOCKER_HOST of an engine that is not there
+
+
+def fake_state(monkeypatch, container=None, volume=None):
+    """ops/cluster/registry.py's read-only probes answer CONTAINER / VOLUME (docker inspect dicts, None: none)."""
+    from ops.cluster import registry as local
+
+    monkeypatch.setattr(local, "_docker_inspect", lambda kind, name: container if kind == "container" else volume)
+    monkeypatch.setattr(local, "ensure_registry_image", lambda *a, **k: None)
+
+
+def registry_container(port, running=True, label="local"):
+    return {"State": {"Running": running}, "Config": {"Labels": {"iot.registry": label} if label else {}},
+            "HostConfig": {"PortBindings": {"5000/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}}}
+
+
+def test_the_shared_spec_agrees_with_the_image_and_publishes_on_loopback_only():
+    from ops.cluster import registry as local
+
+    config = yaml.safe_load((local.REGISTRY_CONTEXT / "config.yml").read_text())
+    assert config["http"]["addr"] == f":{local.REGISTRY_PORT}"
+    assert config["storage"]["filesystem"]["rootdirectory"] == local.REGISTRY_DATA
     assert "auth" not in config  # Debian's default config has htpasswd auth: not ours
+    assert f"chown docker-registry: {local.REGISTRY_DATA}" in (local.REGISTRY_CONTEXT / "Dockerfile").read_text()
+    cluster_cmd = local.registry_run_command("demo", "10.213.5.2")
+    local_cmd = local.container_run_command("iot-registry", "127.0.0.1:5000", volume="iot-registry-data")
+    for cmd, publish, mount in ((cluster_cmd, "127.0.0.1::5000", "/var/lib/docker-registry"),
+                                (local_cmd, "127.0.0.1:5000:5000", "iot-registry-data:/var/lib/docker-registry")):
+        assert cmd[:3] == ["docker", "run", "-d"] and cmd[-1] == local.REGISTRY_IMAGE
+        assert cmd[cmd.index("--publish") + 1] == publish
+        assert cmd[cmd.index("--volume") + 1] == mount
+    for address in ("0.0.0.0:5000", "192.168.1.10:5000", ":5000"):
+        with pytest.raises(local.RegistryOptionError, match="loopback only"):
+            local.container_run_command("x", address)
 
 
-def test_local_registry_refuses_a_non_loopback_address(tmp_path):
-    with pytest.raises(registry.RegistryError, match="loopback only"):
-        registry.start_local_registry(5000, state_dir=tmp_path, host="0.0.0.0", dry=True)
+@pytest.mark.parametrize("host", ["0.0.0.0", "192.168.1.10", "::", "localhost"])
+def test_the_local_registry_refuses_a_non_loopback_address_before_asking_the_engine(host, monkeypatch):
+    from ops.cluster import registry as local
+
+    monkeypatch.setattr(local, "_docker_inspect", lambda *a: pytest.fail("asked the engine"))
+    for dry in (True, False):
+        with pytest.raises(local.RegistryOptionError, match="loopback address only") as exc:
+            local.start_local(5000, host=host, dry=dry, progress=lambda m: None)
+        assert exc.value.exit_code == 2 and "\n" not in str(exc.value)
 
 
-def test_stop_without_a_pid_file_is_not_an_error(tmp_path):
+def test_dry_start_without_an_engine_prints_the_plan_from_scratch(monkeypatch):
+    """No engine (DOCKER_HOST nowhere): --dry still works, says so, and prints every command of a first start."""
+    from ops.cluster import local as cluster_local
+    from ops.cluster import registry as local
+
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    port, said = closed_port(), []
+    reg = local.start_local(port, name="iot-test-dry", dry=True, progress=said.append)
+    assert reg.prefix == f"127.0.0.1:{port}/"
+    assert said[0].startswith("note: the Docker engine does not answer (") and "the plan as from scratch" in said[0]
+    commands = [m for m in said if m.startswith("would run: docker ")]
+    assert commands == [
+        "would run: docker build --build-arg DEBIAN_IMAGE=" + cluster_local.DEBIAN_IMAGE + f" --tag {local.REGISTRY_IMAGE} "
+        + str(local.REGISTRY_CONTEXT),
+        "would run: docker volume create --label iot.registry=local iot-test-dry-data",
+        f"would run: docker run -d --name iot-test-dry --label iot.registry=local --publish 127.0.0.1:{port}:5000 "
+        f"--volume iot-test-dry-data:/var/lib/docker-registry {local.REGISTRY_IMAGE}",
+    ]
+    assert any("debootstrap" in m for m in said)  # the Debian base comes first when it is missing
+
+
+def test_the_dry_image_build_is_the_one_the_cluster_runs(monkeypatch):
+    """ensure_registry_image's dry line and ops.cluster.local.ensure_dind_image's real command are one."""
+    from ops import images
+    from ops.cluster import local as cluster_local
+    from ops.cluster import registry as local
+
+    monkeypatch.setattr(images, "image_exists", lambda ref: ref == cluster_local.DEBIAN_IMAGE)
+    ran = []
+    monkeypatch.setattr(cluster_local, "run", lambda cmd, progress=None, **kw: ran.append(cmd) or "")
     said = []
-    assert registry.stop_local_registry(tmp_path, progress=said.append) is False
-    assert "no local registry to stop" in said[0]
+    local.ensure_registry_image(progress=said.append, dry=True)
+    local.ensure_registry_image(progress=lambda m: None, dry=False)
+    assert said == [f"would run: {shlex.join(ran[0])}"] and len(ran) == 1
 
 
-def test_stop_never_signals_a_pid_that_is_not_a_registry(tmp_path):
+def test_start_reuses_the_one_running_on_that_port_and_refuses_another_port(monkeypatch):
+    from ops.cluster import registry as local
+
+    fake_state(monkeypatch, registry_container(5123), {"Name": "iot-registry-data"})
+    said = []
+    reg = local.start_local(5123, dry=False, progress=said.append)
+    assert reg.reused and said == ["a local registry already runs: http://127.0.0.1:5123 (container iot-registry, "
+                                   "data in volume iot-registry-data)"]
+    with pytest.raises(local.RegistryError, match=r"iot-registry already runs on 127.0.0.1:5123: stop it first "
+                                                  r"\(./iot registry.stop --name iot-registry\)"):
+        local.start_local(5124, dry=True, progress=said.append)
+
+
+def test_a_stopped_container_is_replaced_and_its_volume_reused(monkeypatch):
+    from ops.cluster import registry as local
+
+    fake_state(monkeypatch, registry_container(5000, running=False), {"Name": "iot-registry-data"})
+    said = []
+    local.start_local(closed_port(), dry=True, progress=said.append)
+    assert [m.split()[:4] for m in said] == [["would", "run:", "docker", "rm"], ["would", "run:", "docker", "run"]]
+
+
+def test_a_port_taken_by_another_program_is_one_line():
+    from ops.cluster import registry as local
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        with pytest.raises(local.RegistryError, match=f"port {port} on 127.0.0.1 is already in use by another program"):
+            local.start_local(port, name="iot-test-taken", dry=True, progress=lambda m: None)
+
+
+def test_stop_removes_the_container_keeps_the_volume_and_says_how_to_delete_it(monkeypatch):
+    from ops.cluster import registry as local
+
+    ran = []
+    monkeypatch.setattr(local, "run", lambda cmd, progress=None, **kw: ran.append(cmd) or "")
+    said = []
+    fake_state(monkeypatch, registry_container(5000))
+    assert local.stop_local(progress=said.append, dry=True) is True
+    assert said == ["would run: docker stop iot-registry", "would run: docker rm iot-registry"] and ran == []
+    said.clear()
+    assert local.stop_local(progress=said.append) is True
+    assert ran == [["docker", "stop", "iot-registry"], ["docker", "rm", "iot-registry"]]
+    assert said == ["local registry iot-registry stopped; its data is kept in volume iot-registry-data "
+                    "(delete it: docker volume rm iot-registry-data)"]
+
+
+def test_stop_without_a_registry_is_not_an_error_and_never_removes_a_container_not_ours(monkeypatch):
+    from ops.cluster import registry as local
+
+    said = []
+    fake_state(monkeypatch, None)
+    assert local.stop_local("iot-test-none", progress=said.append) is False
+    assert said == ["no local registry to stop (no container iot-test-none)"]
+    fake_state(monkeypatch, registry_container(5000, label=None))
+    with pytest.raises(local.RegistryError, match="was not started by ./iot registry.start"):
+        local.stop_local("someones-registry", progress=said.append)
+
+
+def test_stop_without_an_engine_is_one_line(monkeypatch):
+    from ops.cluster import registry as local
+
+    monkeypatch.setenv("DOCKER_HOST", NO_ENGINE)
+    with pytest.raises(local.RegistryError, match=r"^the Docker engine does not answer \(.*\): start it with "
+                                                  r"./iot engine$"):
+        local.stop_local(dry=True, progress=lambda m: None)
+
+
+def test_registry_tasks_dry_without_an_engine(monkeypatch):
+    """`./iot --dry registry.start` needs no engine; `registry.stop` says in one line that it needs one."""
     import os
-
-    (tmp_path / "registry.pid").write_text(f"{os.getpid()}\n")  # this pytest process
-    with pytest.raises(registry.RegistryError, match="not docker-registry"):
-        registry.stop_local_registry(tmp_path, progress=lambda m: None)
-
-
-def test_stale_pid_file_is_removed(tmp_path):
     import subprocess
 
-    proc = subprocess.Popen(["true"])
-    proc.wait()
-    (tmp_path / "registry.pid").write_text(f"{proc.pid}\n")
-    assert registry.stop_local_registry(tmp_path, progress=lambda m: None) is False
-    assert not (tmp_path / "registry.pid").exists()
+    env = {**os.environ, "DOCKER_HOST": NO_ENGINE}
+    port = closed_port()
+    start = subprocess.run([str(ROOT / "iot"), "--dry", "registry.start", "--port", str(port), "--name", "iot-test-dry"],
+                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert start.returncode == 0, start.stderr
+    assert (f"would run: docker run -d --name iot-test-dry --label iot.registry=local --publish 127.0.0.1:{port}:5000 "
+            f"--volume iot-test-dry-data:/var/lib/docker-registry") in start.stderr
+    stop = subprocess.run([str(ROOT / "iot"), "--dry", "registry.stop", "--name", "iot-test-dry"],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert stop.returncode == 1 and "Traceback" not in stop.stderr
+    assert stop.stderr.strip().splitlines()[-1].startswith("error: the Docker engine does not answer")
 
 
 def test_a_dry_push_without_a_registry_stops_where_the_real_one_does():
