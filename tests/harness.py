@@ -5,9 +5,20 @@ from __future__ import annotations
 
 import json
 
+import requests
+
+from ops import http_client
 from ops.servers import ROOT, ApiServer, InfluxServer, free_port, http, wait_until  # noqa: F401  (the tests' imports)
 
-# Run as `python3 -c SCRIPT QUERY READER` inside a container of the stack (the api's image has python):
+
+def call(method: str, url: str, token: str | None = None, **kwargs) -> requests.Response:
+    """One request to a stack's api (or another of our HTTP services), as Bearer TOKEN when given, with
+    http_client's timeout. 4xx/5xx are answers: assert on `.status_code` (or `raise_for_status()`)."""
+    headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **kwargs.pop("headers", {})}
+    return http_client.request(method, url, headers=headers, **kwargs)
+
+# Run as `python3 -c SCRIPT QUERY READER` inside a container of the stack (the api's image has python, and no
+# requests: hence urllib):
 # straight to InfluxDB over the stack's internal network, not through our api, so it is the
 # independent check. With influxdb.auth, as the reader, its password read from the secret mounted in
 # that container (/run/secrets), never on a command line.

@@ -12,11 +12,10 @@ import shlex
 import shutil
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import influx_count_in_container
+from harness import call, influx_count_in_container
 
 from ops import images, render, secrets, stack
 
@@ -51,9 +50,9 @@ def influx_count(prepared: stack.Stack, where: str = "") -> int:
 
 def api_get(prepared: stack.Stack, path: str) -> dict:
     token = prepared.result.secrets[secrets.API_READ_TOKEN].read_text().strip()
-    req = urllib.request.Request(prepared.result.urls["api"] + path, headers={"Authorization": f"Bearer {token}"})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (our own http URL)
-        return json.loads(resp.read())
+    resp = call("GET", prepared.result.urls["api"] + path, token)
+    resp.raise_for_status()
+    return resp.json()
 
 
 @pytest.fixture(scope="module")

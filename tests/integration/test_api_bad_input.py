@@ -3,8 +3,9 @@
 Issue: "Bad input -> 4xx with a JSON error naming the field and the problem ... Never a 500 for any
 input." Every rejected request is also checked to have stored nothing at all.
 
-The requests are sent with http.client rather than urllib, so that a test controls every header
-(urllib adds a Content-Type of its own to a body without one, and cannot send a chunked body).
+The requests are sent with http.client rather than requests (or urllib), so that a test controls every
+header and byte: requests adds User-Agent, Accept, Accept-Encoding and Connection headers of its own, sets
+Content-Length or chunking itself, and re-quotes the path; urllib adds a Content-Type to a body without one.
 """
 from __future__ import annotations
 

@@ -21,13 +21,12 @@ import statistics
 import subprocess
 import tempfile
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as paho
 import pytest
-from harness import ROOT, free_port, http, wait_until
+from harness import ROOT, call, free_port, http, wait_until
 from mqtt_harness import MosquittoServer
 
 WEB = ROOT / "web"
@@ -207,11 +206,11 @@ def test_nginx_routes_and_headers(web, broker):
     assert status == 404 and headers["Content-Security-Policy"] == CSP  # `always`: error pages too
 
     # The 342 KB client goes out gzipped, and unchanged.
-    req = urllib.request.Request(web.url + "/vendor/mqtt.min.js", headers={"Accept-Encoding": "gzip"})
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        assert resp.headers["Content-Encoding"] == "gzip"
+    # stream=True and raw.read(): the bytes as sent (requests would gunzip .content)
+    with call("GET", web.url + "/vendor/mqtt.min.js", headers={"Accept-Encoding": "gzip"}, stream=True) as resp:
+        assert resp.status_code == 200 and resp.headers["Content-Encoding"] == "gzip"
         assert "javascript" in resp.headers["Content-Type"]
-        packed = resp.read()
+        packed = resp.raw.read()
     assert gzip.decompress(packed) == (WEB / "site" / "vendor" / "mqtt.min.js").read_bytes()
     assert len(packed) < 150_000
     # nginx started cleanly (it does start despite an [emerg] about, e.g., a stray NGINX variable).
