@@ -4,10 +4,14 @@ The same as the `invoke` script (tasks found in tasks/, invoke.yaml, --list, --d
 that its usage line says `iot` and `--print-completion-script bash` prints a script that completes
 `iot` and `./iot`: source it from ~/.bashrc with `eval "$(/path/to/iot --print-completion-script bash)"`.
 """
+import os
+import shlex
 import sys
 
 import invoke
-from invoke import Exit, Program
+from invoke import Config, Exit, Local, Program
+
+from ops import run as ops_run
 
 NAMES = ["iot", "./iot"]
 
@@ -23,6 +27,34 @@ _complete_iot() {
 complete -F _complete_iot -o default iot ./iot"""
 
 
+def echo_format(stream=None) -> str:
+    """invoke's echo of `c.run`: its bold white only on a terminal without NO_COLOR (ops.run's colour rule)."""
+    stream = sys.stdout if stream is None else stream
+    return "\033[1;37m{command}\033[0m" if ops_run.colour_on(stream) else "{command}"
+
+
+class RecordingLocal(Local):
+    """invoke's runner, plus ops.run's IOT_RECORD_COMMANDS record of every echoed `c.run` (dry or real)."""
+
+    def echo(self, command: str) -> None:
+        super().echo(command)
+        if os.environ.get(ops_run.RECORD_ENV):
+            try:
+                argv = shlex.split(command)
+            except ValueError:
+                argv = [command]
+            ops_run.record(argv)
+
+
+class IotConfig(Config):
+    @staticmethod
+    def global_defaults() -> dict:
+        defaults = Config.global_defaults()
+        defaults["run"]["echo_format"] = echo_format()
+        defaults["runners"]["local"] = RecordingLocal
+        return defaults
+
+
 class IotProgram(Program):
     def parse_core_args(self) -> None:
         super().parse_core_args()
@@ -33,7 +65,8 @@ class IotProgram(Program):
 
 def make_program() -> Program:
     # Named Invoke with invoke's version, as before: `./iot --version` still says which invoke runs.
-    return IotProgram(name="Invoke", binary="iot", binary_names=NAMES, version=invoke.__version__)
+    return IotProgram(name="Invoke", binary="iot", binary_names=NAMES, version=invoke.__version__,
+                      config_class=IotConfig)
 
 
 def main(argv: list[str] | None = None) -> None:
