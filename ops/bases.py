@@ -7,13 +7,12 @@ built from a Debian mirror only (`./iot images.bootstrap`, and `build` when one 
 - `build_influxdb_image`: images/influxdb/Dockerfile (Debian's influxdb 1.x, non-root, volume, healthcheck).
 - `bootstrap`: the three in order, each skipped when its tag exists (unless force=True).
 
-Every command is printed before it runs (ops.images.run); with dry=True it is only printed.
+Every command is printed before it runs (ops.images.run, i.e. ops.run); with dry=True it is only printed.
 """
 from __future__ import annotations
 
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import tempfile
@@ -22,6 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from ops import run as ops_run
 from ops.images import (
     DEFAULT_MIRROR,
     DEFAULT_SUITE,
@@ -157,7 +157,7 @@ def build_debian_base(tag: str = DEFAULT_TAGS["debian"], *, mirror: str = DEFAUL
         changes = import_changes(suite, created, title=tag)
         if dry:
             progress(f"{tag}: trim apt lists, docs, man pages, translations; overlay {IMAGES_DIR / 'debian/rootfs'}")
-            progress(f"$ {shlex.join(tar_command(rootfs))} | {shlex.join(import_command(tag, changes))}")
+            _echo_pipe(progress, tar_command(rootfs), import_command(tag, changes), dry=True)
             return 0.0
         before = _tree_size(rootfs)
         removed = trim_rootfs(rootfs)
@@ -165,7 +165,8 @@ def build_debian_base(tag: str = DEFAULT_TAGS["debian"], *, mirror: str = DEFAUL
         progress(f"{tag}: debootstrap took {t_boot:.1f} s; trimmed {removed / 1e6:.0f} MB of "
                  f"{before / 1e6:.0f} MB; importing")
         tar_cmd, imp_cmd = tar_command(rootfs), import_command(tag, changes)
-        progress(f"$ {shlex.join(tar_cmd)} | {shlex.join(imp_cmd)}")
+        _echo_pipe(progress, tar_cmd, imp_cmd, dry=False)
+        # a pipe of two commands, which ops.run does not do: plain subprocess, echoed and recorded as ops.run would
         tar = subprocess.Popen(tar_cmd, stdout=subprocess.PIPE)
         imp = subprocess.run(imp_cmd, stdin=tar.stdout, capture_output=True, text=True, check=False)
         assert tar.stdout is not None
@@ -185,6 +186,13 @@ def _ensure_debootstrap(progress: Progress) -> None:
 
     engine.ensure_debian_packages(["debootstrap"], progress, what="debootstrap",
                                   check=lambda: shutil.which("debootstrap") is not None)
+
+
+def _echo_pipe(progress: Progress, first: Sequence[str], second: Sequence[str], dry: bool) -> None:
+    """`$ A | B` (`would run: A | B` in a dry run), both recorded for IOT_RECORD_COMMANDS as ops.run does."""
+    progress(("would run: " if dry else "$ ") + f"{ops_run.shown(first)} | {ops_run.shown(second)}")
+    ops_run.record(first)
+    ops_run.record(second)
 
 
 def build_python_base(tag: str = DEFAULT_TAGS["python"], debian_tag: str = DEFAULT_TAGS["debian"], *,

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
 import sys
 import tarfile
 import uuid
@@ -34,6 +33,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ops import names, render
+from ops import run as ops_run
 from ops import secrets as secrets_mod
 from ops.errors import OpsError
 
@@ -60,6 +60,10 @@ QUERY_SCRIPT = (
 
 class DbError(OpsError):
     """A backup or restore that cannot go on; str() is the one line to show."""
+
+
+class DbCommandError(ops_run.CommandError, DbError):
+    """A docker command of a backup or restore that failed (argv, status and its output's tail)."""
 
 
 def say(message: str) -> None:
@@ -209,37 +213,12 @@ class Runner:
     progress: Progress = say
 
     def run(self, argv: Sequence[str], stdin: bytes | None = None, stdin_file: Path | None = None,
-            stdout_file: Path | None = None, echo: bool = True, read: bool = False, timeout: float = 3600,
-            hide_stdin: bool = False) -> bytes:
-        argv = list(argv)
-        shown = shlex.join(argv) if len(shlex.join(argv)) < 300 else shlex.join(argv[:6]) + " …"
-        if stdin_file:
-            shown += f" < {stdin_file}"
-        if stdout_file:
-            shown += f" > {stdout_file}"
-        if echo:
-            self.progress(("would run: " if self.dry and not read else "") + shown)
-        if self.dry and not read:
-            return b""
-        try:
-            if stdin_file or stdout_file:
-                with (open(stdin_file, "rb") if stdin_file else open("/dev/null", "rb")) as fin, \
-                        (open(stdout_file, "wb") if stdout_file else open("/dev/null", "wb")) as fout:
-                    proc = subprocess.run(argv, stdin=fin, stdout=fout, stderr=subprocess.PIPE, timeout=timeout,
-                                          check=False)
-            else:
-                proc = subprocess.run(argv, input=stdin if stdin is not None else b"", capture_output=True,
-                                      timeout=timeout, check=False)
-        except FileNotFoundError:
-            raise DbError(f"{argv[0]} not found on PATH") from None
-        except subprocess.TimeoutExpired:
-            raise DbError(f"{shown} did not finish within {timeout:.0f} s") from None
-        if proc.returncode != 0:
-            err = (proc.stderr or b"").decode(errors="replace").strip().splitlines()
-            if not err and proc.stdout:
-                err = proc.stdout.decode(errors="replace").strip().splitlines()
-            raise DbError(f"{shlex.join(argv[:6])}… failed: {err[-1] if err else f'exit {proc.returncode}'}")
-        return proc.stdout or b""
+            stdout_file: Path | None = None, echo: bool = True, read: bool = False, timeout: float = 3600) -> bytes:
+        """ops.run.run with this module's defaults: bytes out, DbCommandError on failure; read=True runs
+        in a dry run too (a read-only command)."""
+        return ops_run.run(argv, self.progress, dry=self.dry, read=read, echo=echo, timeout=timeout,
+                           input=stdin, stdin_file=stdin_file,
+                           stdout_file=stdout_file, text=False, error=DbCommandError).stdout
 
 
 def find_container(runner: Runner, target: Target, service: str) -> str:

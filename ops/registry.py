@@ -33,20 +33,18 @@ import ipaddress
 import json
 import os
 import re
-import shlex
-import signal
 import socket
 import subprocess
 import sys
-import threading
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+import requests
+
 from ops import names
+from ops import run as runner
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -66,6 +64,10 @@ _VERSION_LIKE_RE = re.compile(r"v?[0-9]+(\.[0-9]+)*([-+._].*)?", re.IGNORECASE)
 
 class RegistryError(OpsError):
     """Anything that stops tag / push / the local registry; str() is the one line to show."""
+
+
+class RegistryCommandError(runner.CommandError, RegistryError):
+    """A tag or push command that failed (argv, status and its output's tail)."""
 
 
 def say(message: str) -> None:
@@ -144,7 +146,7 @@ def image_tags(result: _HasImages, revision: str | Mapping[str, str] | None,
 def git_branch(root: Path = ROOT, environ: Mapping[str, str] | None = None) -> str | None:
     """The checkout's branch; on a detached HEAD, GitHub Actions' branch variables; else None."""
     environ = os.environ if environ is None else environ
-    try:
+    try:  # a probe whose output is parsed, never shown: plain subprocess, not ops.run
         proc = subprocess.run(["git", "-C", str(root), "symbolic-ref", "--short", "-q", "HEAD"],
                               capture_output=True, text=True, timeout=10, check=False)
         if proc.returncode == 0 and proc.stdout.strip():
@@ -167,39 +169,16 @@ def checkout_revision() -> str:
 # -- running commands ----------------------------------------------------------------------------------
 def run(cmd: Sequence[str], progress: Progress = say, *, dry: bool = False, timeout: float = 900,
         echo_output: bool = True) -> str:
-    """Print the command, run it (unless dry), stream its output indented; RegistryError on failure."""
-    progress(f"$ {shlex.join(cmd)}")
-    if dry:
-        return ""
-    lines: list[str] = []
-    try:
-        proc = subprocess.Popen(list(cmd), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                stdin=subprocess.DEVNULL)
-    except FileNotFoundError:
-        raise RegistryError(f"{cmd[0]}: command not found") from None
-    timer = threading.Timer(timeout, proc.kill)  # a stalled push ends, and says so below
-    timer.start()
-    assert proc.stdout is not None
-    try:
-        with proc:
-            for line in proc.stdout:
-                line = line.rstrip()
-                lines.append(line)
-                if echo_output and line and not _NOISE.search(line):
-                    print(f"  {line}", file=sys.stderr, flush=True)
-    finally:
-        timer.cancel()
-    if proc.returncode == -signal.SIGKILL:
-        raise RegistryError(f"`{shlex.join(cmd)}` did not finish within {timeout:.0f} s")
-    if proc.returncode != 0:
-        last = next((x.strip() for x in reversed(lines) if x.strip()), "no output")
-        raise RegistryError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {last}")
-    return "\n".join(lines)
+    """ops.run.run with this module's defaults: push's output streamed indented (without its per-layer
+    chatter), RegistryCommandError on failure."""
+    proc = runner.run(cmd, progress, dry=dry, timeout=timeout, stream=echo_output, merge_stderr=True, hide=_NOISE,
+                      error=RegistryCommandError)
+    return proc.stdout.rstrip("\n")
 
 
 def inspect_image(ref: str) -> dict | None:
     """`docker image inspect REF` as {id, labels}, or None when there is no such image."""
-    try:
+    try:  # a probe whose output is parsed, never shown: plain subprocess, not ops.run
         proc = subprocess.run(["docker", "image", "inspect", "--format", "{{json .Id}} {{json .Config.Labels}}", ref],
                               capture_output=True, text=True, timeout=30, check=False)
     except FileNotFoundError:
@@ -402,14 +381,11 @@ def check_registry(registry: str, timeout: float = 3.0) -> None:
         raise RegistryError(f"registry {host} is unreachable ({reason}): {hint}") from None
     if loopback:  # plain http, as Docker uses for loopback registries
         url = f"http://{host}/v2/"
-        try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http to loopback only)
-                headers = resp.headers
-        except urllib.error.HTTPError as exc:  # 401: a registry that wants a login
-            headers = exc.headers
-        except (OSError, ValueError) as exc:
-            raise RegistryError(f"registry {host} accepts connections but {url} fails ({exc}): {hint}") from None
-        if not (headers and headers.get(API_HEADER)):
+        try:  # any status is an answer (401: a registry that wants a login); only its header counts
+            headers = requests.get(url, timeout=timeout).headers
+        except requests.RequestException as exc:
+            raise RegistryError(f"registry {host} accepts connections but {url} fails ({_reason(exc)}): {hint}") from None
+        if not headers.get(API_HEADER):
             raise RegistryError(f"{host} answers but is not a Docker registry (no {API_HEADER} header on {url})")
 
 
@@ -417,10 +393,25 @@ def api_get(registry: str, path: str, timeout: float = 10.0) -> dict:
     """GET http://HOST/v2/PATH of a (loopback, plain http) registry, as JSON."""
     url = f"http://{registry_host(registry)}/v2/{path.lstrip('/')}"
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http to a registry we name)
-            return json.loads(resp.read())
-    except (OSError, ValueError) as exc:
-        raise RegistryError(f"GET {url} failed: {exc}") from None
+        resp = requests.get(url, timeout=timeout)
+        resp.raise_for_status()
+        return resp.json()
+    except requests.HTTPError as exc:
+        raise RegistryError(f"GET {url} failed: HTTP {exc.response.status_code}") from None
+    except (requests.RequestException, ValueError) as exc:
+        raise RegistryError(f"GET {url} failed: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause of a requests failure in one line (its own text names pools and retries)."""
+    seen: set[int] = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        inner = next((e for e in (exc.__context__, *getattr(exc, "args", ())[:1]) if isinstance(e, BaseException)), None)
+        if inner is None:
+            break
+        exc = inner
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def catalog(registry: str) -> list[str]:

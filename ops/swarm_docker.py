@@ -19,6 +19,7 @@ import urllib.parse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
+from ops import run as ops_run
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -27,6 +28,10 @@ STACK_LABEL = "com.docker.stack.namespace"  # what Swarm labels a stack's servic
 
 class SwarmError(OpsError):
     """A deploy (or another swarm task) that did not succeed; str() is the one line to show."""
+
+
+class SwarmCommandError(ops_run.CommandError, SwarmError):
+    """A docker command of a swarm task that failed (argv, status and its output's tail)."""
 
 
 def say(message: str) -> None:
@@ -48,21 +53,9 @@ class Docker:
 
     def run(self, *args: str, check: bool = True, echo: bool = True, timeout: float = 300,
             read: bool = False) -> subprocess.CompletedProcess:
-        argv = [self.binary, *args]
-        if echo:
-            self.progress(("would run: " if self.dry and not read else "") + shlex.join(argv))
-        if self.dry and not read:
-            return subprocess.CompletedProcess(argv, 0, "", "")
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=self._environ(),
-                                  check=False)
-        except FileNotFoundError:
-            raise SwarmError(f"{self.binary} not found on PATH") from None
-        except subprocess.TimeoutExpired:
-            raise SwarmError(f"{shlex.join(argv)} did not finish within {timeout:.0f} s") from None
-        if check and proc.returncode != 0:
-            raise SwarmError(f"{shlex.join(argv[:4])}… failed: {_last_line(proc.stderr or proc.stdout)}")
-        return proc
+        """ops.run.run with this module's defaults: the extra environment (not echoed), SwarmCommandError."""
+        return ops_run.run([self.binary, *args], self.progress, dry=self.dry, read=read, echo=echo, timeout=timeout,
+                           check=check, env=self.env or None, error=SwarmCommandError)
 
     def read(self, *args: str, check: bool = True) -> str:
         """A read-only command (inspect, ls): runs even in dry mode, never echoed."""
@@ -96,7 +89,7 @@ def machine_env(name: str, progress: Progress = say, binary: str = "docker-machi
     """The docker variables of the Docker Machine node NAME (`docker-machine env --shell bash NAME`)."""
     argv = [binary, "env", "--shell", "bash", name]
     progress(shlex.join(argv))
-    try:
+    try:  # its output holds the node's TLS paths, parsed and never shown: plain subprocess, not ops.run
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     except FileNotFoundError:
         raise SwarmError(f"--machine {name}: {binary} is not installed (Docker Machine is archived upstream; "

@@ -1,16 +1,14 @@
 """What every cluster driver shares: the error, the command runner, the names, the Node and Cluster records."""
 from __future__ import annotations
 
-import os
 import re
-import shlex
-import subprocess
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
+from ops import run as runner
 from ops.errors import OpsError
 
 Progress = Callable[[str], None]
@@ -52,30 +50,15 @@ def node_names(name: str, managers: int, workers: int) -> list[tuple[str, str]]:
             + [(f"{name}-w{i}", "worker") for i in range(1, workers + 1)])
 
 
+class ClusterCommandError(runner.CommandError, ClusterError):
+    """A cluster command that failed (argv, status and its output's tail)."""
+
+
 def run(cmd: Sequence[str], progress: Progress = say, *, input_file: Path | None = None, check: bool = True,
         timeout: float | None = 300, echo: bool = True, env: dict[str, str] | None = None) -> str:
-    """Print the command, run it, return its stdout (stripped); failures raise ClusterError."""
-    full_env = {**os.environ, **env} if env else None
-    if echo:
-        progress(f"$ {shlex.join(cmd)}" + (f" < {input_file}" if input_file else ""))
-    try:
-        if input_file is not None:
-            with open(input_file, "rb") as stdin:
-                proc = subprocess.run(list(cmd), stdin=stdin, capture_output=True, timeout=timeout, check=False,
-                                      env=full_env)
-        else:
-            proc = subprocess.run(list(cmd), stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout,
-                                  check=False, env=full_env)
-    except FileNotFoundError:
-        raise ClusterError(f"{cmd[0]}: command not found") from None
-    except subprocess.TimeoutExpired:
-        raise ClusterError(f"`{shlex.join(cmd)}` did not finish within {timeout:.0f} s") from None
-    out = proc.stdout.decode(errors="replace").strip()
-    if check and proc.returncode != 0:
-        err = proc.stderr.decode(errors="replace").strip() or out
-        tail = "\n".join(err.splitlines()[-10:])
-        raise ClusterError(f"`{shlex.join(cmd)}` failed (exit {proc.returncode}): {tail}")
-    return out
+    """ops.run.run with this module's defaults: stdout returned stripped, ClusterCommandError on failure."""
+    return runner.run(cmd, progress, stdin_file=input_file, check=check, timeout=timeout, echo=echo, env=env,
+                      error=ClusterCommandError).stdout.strip()
 
 
 class Step(NamedTuple):

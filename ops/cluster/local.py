@@ -200,7 +200,7 @@ def ensure_dind_image(image: str = DIND_IMAGE, debian_image: str = DEBIAN_IMAGE,
 
 def wait_engine(container: str, progress: Progress = say, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while time.monotonic() < deadline:  # polled probes, never shown: plain subprocess, not ops.run
         proc = subprocess.run(["docker", "exec", container, "docker", "info", "--format", "{{.ServerVersion}}"],
                               capture_output=True, text=True, timeout=30, check=False)
         if proc.returncode == 0:

@@ -91,8 +91,8 @@ def test_build_image_dry_prints_and_runs_nothing(monkeypatch):
                                 source="https://example.org/iot", builder=images.Builder("buildkit-cli"),
                                 progress=lines.append, dry=True)
     assert result.output == ""
-    shown = [ln for ln in lines if ln.startswith("$ ")]
-    assert len(shown) == 1 and shown[0].startswith("$ DOCKER_BUILDKIT=1 docker build ")
+    shown = [ln for ln in lines if ln.startswith("would run: ")]
+    assert len(shown) == 1 and shown[0].startswith("would run: DOCKER_BUILDKIT=1 docker build ")
     assert "--secret id=cabundle,src=/etc/ssl/certs/ca-certificates.crt" in shown[0]
 
 
@@ -147,7 +147,7 @@ def test_build_device_with_buildx_builds_all_then_loads_native(monkeypatch):
     lines: list[str] = []
     results = images.build_device("device", "iot-device:1.0", None, "1.0", "abc", {}, source="x",
                                   builder=images.Builder("buildx"), progress=lines.append, dry=True)
-    cmds = [ln for ln in lines if ln.startswith("$ ")]
+    cmds = [ln for ln in lines if ln.startswith("would run: ")]
     assert len(results) == 2 and len(cmds) == 2
     assert "--platform linux/amd64,linux/arm64,linux/arm/v7" in cmds[0] and "--load" not in cmds[0]
     assert "--platform" not in cmds[1] and "--load" in cmds[1]
@@ -157,7 +157,7 @@ def test_build_device_push_pushes_the_multi_platform_image():
     lines: list[str] = []
     images.build_device("registry.local:5000/iot-device:1.0", "registry.local:5000/iot-device:1.0", push=True,
                         secrets={}, source="x", builder=images.Builder("buildx"), progress=lines.append, dry=True)
-    cmds = [ln for ln in lines if ln.startswith("$ ")]
+    cmds = [ln for ln in lines if ln.startswith("would run: ")]
     assert len(cmds) == 1 and "--push" in cmds[0]
 
 
@@ -165,7 +165,7 @@ def test_build_device_without_buildx_builds_native_only():
     lines: list[str] = []
     results = images.build_device("device", "iot-device:1.0", secrets={}, source="x",
                                   builder=images.Builder("buildkit-cli"), progress=lines.append, dry=True)
-    cmds = [ln for ln in lines if ln.startswith("$ ")]
+    cmds = [ln for ln in lines if ln.startswith("would run: ")]
     assert len(results) == 1 and "--platform" not in cmds[0]
 
 

@@ -195,26 +195,28 @@ def test_dry_tag_and_push_print_every_command_and_run_nothing(monkeypatch):
     plans = [registry.ImagePlan("api", "iot/api:0.1.0", "127.0.0.1:5999/iot/api", ("0.1.0", "git-8d66537", "main"), SHA)]
     said = []
     registry.push(plans, "127.0.0.1:5999/", progress=said.append, dry=True)
-    commands = [m for m in said if m.startswith("$ ")]
+    commands = [m for m in said if m.startswith(("$ ", "would run: "))]
     assert commands == [
-        "$ docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:0.1.0",
-        "$ docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:git-8d66537",
-        "$ docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:main",
-        "$ docker push 127.0.0.1:5999/iot/api:0.1.0",
-        "$ docker push 127.0.0.1:5999/iot/api:git-8d66537",
-        "$ docker push 127.0.0.1:5999/iot/api:main",
+        "would run: docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:0.1.0",
+        "would run: docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:git-8d66537",
+        "would run: docker tag iot/api:0.1.0 127.0.0.1:5999/iot/api:main",
+        "would run: docker push 127.0.0.1:5999/iot/api:0.1.0",
+        "would run: docker push 127.0.0.1:5999/iot/api:git-8d66537",
+        "would run: docker push 127.0.0.1:5999/iot/api:main",
     ]
 
 
-def test_a_failing_command_is_one_line_with_its_last_output_line():
+def test_a_failing_command_says_so_with_the_end_of_its_output():
     with pytest.raises(registry.RegistryError) as exc:
         registry.run(["sh", "-c", "echo first; echo 'denied: no way' >&2; exit 3"], progress=lambda m: None,
                      echo_output=False)
-    assert str(exc.value) == "`sh -c 'echo first; echo '\"'\"'denied: no way'\"'\"' >&2; exit 3'` failed (exit 3): denied: no way"
+    assert str(exc.value) == ("`sh -c 'echo first; echo '\"'\"'denied: no way'\"'\"' >&2; exit 3'` failed (exit 3):\n"
+                              "  first\n  denied: no way")
+    assert exc.value.status == 3 and exc.value.argv[0] == "sh"
 
 
 def test_a_stalled_command_is_ended_by_its_timeout():
-    with pytest.raises(registry.RegistryError, match="did not finish within 0 s"):
+    with pytest.raises(registry.RegistryError, match="did not finish within 0.3 s"):
         registry.run(["sleep", "30"], progress=lambda m: None, timeout=0.3)
 
 
