@@ -18,13 +18,12 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
+from harness import call
 
 # test_stack.py's helpers and its module fixture `test_stack` (registered here by its name; the tests
 # take it as an argument, hence F811 for the whole file).
@@ -74,14 +73,8 @@ def docker_out(*args: str, timeout: float = 120) -> str:
 def request(url: str, method: str = "GET", token: str | None = None, body: bytes | None = None,
             ctype: str = "application/json") -> tuple[int, bytes]:
     headers = {"Content-Type": ctype} if body is not None else {}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    req = urllib.request.Request(url, data=body, method=method, headers=headers)
-    try:
-        with urllib.request.urlopen(req, timeout=15) as resp:
-            return resp.status, resp.read()
-    except urllib.error.HTTPError as err:
-        return err.code, err.read()
+    resp = call(method, url, token, data=body, headers=headers, timeout=15)
+    return resp.status_code, resp.content
 
 
 def proc_status(container: str) -> dict[str, str]:
@@ -220,7 +213,7 @@ def test_api_error_bodies_and_logs_after_bad_traffic_hold_no_secret(test_stack):
 
     # A failed InfluxDB login (wrong admin password, over the stack's internal network).
     influx = render.load_values(ENV, OVERRIDES)["influxdb"]
-    probe = ("import base64, urllib.request, urllib.error\n"
+    probe = ("import base64, urllib.request, urllib.error\n"  # stdlib: the api's image has no requests
              f"req = urllib.request.Request('http://influxdb:{influx['port']}/query?q=SHOW+DATABASES', headers="
              f"{{'Authorization': 'Basic ' + base64.b64encode(b'{influx['users']['admin']}:wrong-password').decode()}})\n"
              "try:\n    urllib.request.urlopen(req, timeout=5); print(200)\n"
