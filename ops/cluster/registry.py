@@ -99,12 +99,13 @@ def registry_build_command(image: str = REGISTRY_IMAGE) -> list[str]:
 
 
 def answers(host_port: str, timeout: float = 2.0) -> bool:
-    """A Docker registry answers on http://HOST_PORT/v2/ (200, or 401 for one that wants a login)."""
+    """http://HOST_PORT/v2/ answers 200, or carries the registry API header (a 401 of one that wants a login).
+    Only asked of a container we started on a port that was free."""
     try:
         resp = requests.get(f"http://{host_port}/v2/", timeout=timeout)
     except requests.RequestException:
         return False
-    return bool(resp.headers.get(API_HEADER))
+    return resp.status_code == 200 or bool(resp.headers.get(API_HEADER))
 
 
 def _wait(host_port: str, timeout: float) -> bool:
