@@ -14,6 +14,7 @@ tails and timeouts, so `--dry` could not be trusted to print what the real run r
 - colour: the echoed command is bold only when stderr is a terminal and NO_COLOR is unset (no-color.org).
 - record: with IOT_RECORD_COMMANDS=FILE every echoed command, run or would-run, is appended to FILE as one
   JSON array of its argv per line, so a test can compare what `--dry` prints with what the run runs.
+- secrets: the strings given as mask= (a join token) are shown and recorded as `***`.
 
 Short probes whose output is parsed and never shown (`docker info`, `git rev-parse`), pipes and long-lived
 daemons stay on plain subprocess where they are, each with a comment saying so.
@@ -99,6 +100,13 @@ def record(argv: Sequence[str]) -> None:
             f.write(json.dumps(list(argv)) + "\n")
 
 
+def _masked(arg: str, mask: Sequence[str]) -> str:
+    for secret in mask:
+        if secret:
+            arg = arg.replace(secret, "***")
+    return arg
+
+
 def _echo(progress: Progress, marker: str, text: str) -> None:
     if colour_on():
         text = f"\033[1m{text}\033[0m"
@@ -110,29 +118,31 @@ def run(argv: Sequence[str], progress: Progress = say, *, dry: bool = False, rea
         env: Mapping[str, str] | None = None, show_env: bool = False, input: str | bytes | None = None,
         stdin_file: Path | str | None = None, stdout_file: Path | str | None = None, interactive: bool = False,
         text: bool = True, merge_stderr: bool = False, hide: Pattern | None = None,
-        heartbeat: float | None = HEARTBEAT, error: type[CommandError] = CommandError) -> subprocess.CompletedProcess:
+        heartbeat: float | None = HEARTBEAT, mask: Sequence[str] = (),
+        error: type[CommandError] = CommandError) -> subprocess.CompletedProcess:
     """Echo ARGV, run it unless this is a dry run of a command that changes something, and return the
     CompletedProcess (stdout/stderr as str, or bytes with text=False; empty in a dry run).
 
     read: a read-only command (runs in a dry run too; usually echo=False). stream: show output lines as they
     come (stderr merged into them). env: extra environment (shown in the echo with show_env). input: data for
     stdin; stdin_file/stdout_file: redirections; otherwise stdin is /dev/null, or the terminal with
-    interactive. hide: streamed lines matching it are not shown (progress bars). check: raise `error` (a
-    CommandError subclass) on a non-zero exit."""
+    interactive. hide: streamed lines matching it are not shown (progress bars). mask: secrets shown as ***.
+    check: raise `error` (a CommandError subclass) on a non-zero exit."""
     argv = [str(a) for a in argv]
-    text_shown = shown(argv, env if show_env else None, stdin_file, stdout_file)
+    public = [_masked(a, mask) for a in argv]
+    text_shown = shown(public, env if show_env else None, stdin_file, stdout_file)
     empty: str | bytes = "" if text else b""
     if echo:
         _echo(progress, "would run: " if dry and not read else "$ ", text_shown)
-        record(argv)
+        record(public)
     if dry and not read:
         return subprocess.CompletedProcess(argv, 0, empty, empty)
-    return _execute(argv, progress, text_shown, timeout=timeout, env=env, input=input, stdin_file=stdin_file,
+    return _execute(argv, public, progress, text_shown, timeout=timeout, env=env, input=input, stdin_file=stdin_file,
                     stdout_file=stdout_file, interactive=interactive, text=text, merge=stream or merge_stderr,
                     stream=stream, hide=hide, heartbeat=heartbeat if echo else None, check=check, error=error)
 
 
-def _execute(argv, progress, text_shown, *, timeout, env, input, stdin_file, stdout_file, interactive, text,
+def _execute(argv, public, progress, text_shown, *, timeout, env, input, stdin_file, stdout_file, interactive, text,
              merge, stream, hide, heartbeat, check, error) -> subprocess.CompletedProcess:
     full_env = {**os.environ, **env} if env else None
     files = []
@@ -153,10 +163,10 @@ def _execute(argv, progress, text_shown, *, timeout, env, input, stdin_file, std
         try:
             proc = subprocess.Popen(argv, stdin=stdin, stdout=stdout, stderr=stderr, env=full_env)
         except FileNotFoundError:
-            raise error(f"{argv[0]}: command not found", argv) from None
+            raise error(f"{argv[0]}: command not found", public) from None
         except OSError as exc:
-            raise error(f"{argv[0]}: cannot run it ({exc.strerror})", argv) from None
-        return _wait(proc, argv, progress, text_shown, timeout=timeout, input=input, text=text, stream=stream,
+            raise error(f"{argv[0]}: cannot run it ({exc.strerror})", public) from None
+        return _wait(proc, public, progress, text_shown, timeout=timeout, input=input, text=text, stream=stream,
                      hide=hide, heartbeat=heartbeat, check=check, error=error)
     finally:
         for f in files:

@@ -160,3 +160,15 @@ def test_invoke_echo_is_plain_without_a_terminal_and_recorded(tmp_path):
     assert "\033" not in proc.stdout and "API_PORT=9999" in proc.stdout
     assert json.loads(record.read_text().splitlines()[-1])[:2] == ["env", "API_PORT=9999"]
     assert cli.echo_format(io.StringIO()) == "{command}" and cli.echo_format(FakeTty()).startswith("\033[1;37m")
+
+
+def test_a_masked_secret_is_neither_shown_nor_recorded(tmp_path, monkeypatch):
+    record = tmp_path / "commands.jsonl"
+    monkeypatch.setenv(ops_run.RECORD_ENV, str(record))
+    said = []
+    proc = ops_run.run(["echo", "--token", "SECRET-1", "x"], said.append, mask=["SECRET-1"])
+    assert proc.stdout == "--token SECRET-1 x\n"  # it ran with the secret
+    with pytest.raises(ops_run.CommandError) as exc:
+        ops_run.run(["sh", "-c", "exit 2", "SECRET-1"], said.append, mask=["SECRET-1"])
+    assert said == ["$ echo --token '***' x", "$ sh -c 'exit 2' '***'"] and "SECRET" not in str(exc.value)
+    assert "SECRET" not in record.read_text() and exc.value.argv[-1] == "***"
