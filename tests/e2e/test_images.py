@@ -15,12 +15,11 @@ import shutil
 import subprocess
 import tarfile
 import time
-import urllib.parse
 import uuid
 from pathlib import Path
 
 import pytest
-from harness import http
+from harness import call
 
 from ops import images
 
@@ -104,11 +103,10 @@ def _published(docker, container: str, port: int) -> int:
 
 
 def _influx_rows(influx_port: int, db: str, sensor_id: str) -> list:
-    q = urllib.parse.urlencode({"db": db, "q": "SELECT * FROM data WHERE sensor_id = $sid",
-                                "params": json.dumps({"sid": sensor_id})})
-    status, _, body = http("GET", f"http://127.0.0.1:{influx_port}/query?{q}")
-    assert status == 200, body
-    series = json.loads(body)["results"][0].get("series", [])
+    resp = call("GET", f"http://127.0.0.1:{influx_port}/query", params={
+        "db": db, "q": "SELECT * FROM data WHERE sensor_id = $sid", "params": json.dumps({"sid": sensor_id})})
+    assert resp.status_code == 200, resp.text
+    series = resp.json()["results"][0].get("series", [])
     if not series:
         return []
     cols = series[0]["columns"]
@@ -133,12 +131,11 @@ def test_stack_of_images_stores_readings_and_stops_fast(built, offline_bases, do
     api_port, influx_port = _published(docker, api, 1337), _published(docker, influx, 8086)
     deadline = time.monotonic() + 30  # healthy = alive; the api may still be creating its database
     while True:
-        status, _, body = http("POST", f"http://127.0.0.1:{api_port}/data", json.dumps(COURSE_PAYLOAD).encode(),
-                               {"Content-Type": "application/json"})
-        if status != 503 or time.monotonic() > deadline:
+        resp = call("POST", f"http://127.0.0.1:{api_port}/data", json=COURSE_PAYLOAD)
+        if resp.status_code != 503 or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert status == 201, body
+    assert resp.status_code == 201, resp.text
     rows = _influx_rows(influx_port, db, "123")
     assert [(r["time"], r["type"], r["value"]) for r in rows] == [("2017-06-25T09:53:16Z", "temp", 34)]
 
