@@ -170,7 +170,7 @@ class Setting:
 
 
 _KEY = re.compile(r"\{([a-z_]+(?:\.[a-z_]+)+)\}")  # {api.port}; Swarm's {{.Task.Slot}} is no key
-_DURATION_S = duration(at_least_ms=100)
+_TIMEOUT = duration(at_least_ms=100)  # a wait: 0 or a few ns would never let anything finish
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("API_HOST", TEXT, "0.0.0.0", "address to listen on"),
@@ -201,8 +201,8 @@ SETTINGS: tuple[Setting, ...] = (
             "`INFLUXDB_ADMIN_USER`", stack="{influxdb.users.reader}", when="influxdb.auth", secret=True),
     Setting("INFLUXDB_READER_PASSWORD", SECRET, None, "its password", when="influxdb.auth", secret=True,
             file="/run/secrets/influxdb_reader_password"),
-    Setting("INFLUXDB_TIMEOUT", _DURATION_S, "5s", "per InfluxDB request"),
-    Setting("API_STARTUP_BACKOFF_MAX", _DURATION_S, "10s",
+    Setting("INFLUXDB_TIMEOUT", _TIMEOUT, "5s", "per InfluxDB request"),
+    Setting("API_STARTUP_BACKOFF_MAX", _TIMEOUT, "10s",
             "longest wait between two attempts to reach and set up InfluxDB at start"),
     Setting("API_RETENTION", RETENTION, "INF", "retention policy duration; older readings get a 422",
             stack="{influxdb.retention}"),
@@ -222,10 +222,10 @@ SETTINGS: tuple[Setting, ...] = (
             "without it the api runs open and says so in its log", stack="/run/secrets/api_tokens"),
     Setting("API_READ_LIMIT_MAX", integer(1, 1_000_000), "10000", "page size cap of the read endpoints"),
     Setting("API_MAX_CONNECTIONS", integer(1, 100_000), "1000", "concurrent connections"),
-    Setting("API_KEEPALIVE_TIMEOUT", _DURATION_S, "30s", "an idle keep-alive connection is closed after this"),
-    Setting("API_HEADER_TIMEOUT", _DURATION_S, "10s", "a request's headers must arrive within this (slow clients "
+    Setting("API_KEEPALIVE_TIMEOUT", _TIMEOUT, "30s", "an idle keep-alive connection is closed after this"),
+    Setting("API_HEADER_TIMEOUT", _TIMEOUT, "10s", "a request's headers must arrive within this (slow clients "
             "hold no connection slot forever)"),
-    Setting("API_BODY_TIMEOUT", _DURATION_S, "10s", "then its whole body, else 408"),
+    Setting("API_BODY_TIMEOUT", _TIMEOUT, "10s", "then its whole body, else 408"),
     Setting("API_TOP_CACHE", duration(at_most="1h", why=" (the past-minute ranking would be stale)"), "1s",
             "`GET /top` answers are shared for this long (`0s`: every request queries)"),
     Setting("API_LOG_LEVEL", choice("debug", "info", "warning", "error"), "info", "logs are JSON lines on stderr",
