@@ -100,6 +100,15 @@ def record(argv: Sequence[str]) -> None:
             f.write(json.dumps(list(argv)) + "\n")
 
 
+def read_record(path: Path | str) -> list[list[str]]:
+    """The commands an IOT_RECORD_COMMANDS file holds, in order ([] when there is no file)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return []
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
 def _masked(arg: str, mask: Sequence[str]) -> str:
     for secret in mask:
         if secret:

@@ -143,6 +143,8 @@ def test_record_holds_every_echoed_command_dry_or_real(tmp_path, monkeypatch):
     with pytest.raises(ops_run.CommandError):
         ops_run.run(["false"], lambda m: None)
     assert [json.loads(line) for line in record.read_text().splitlines()] == [["echo", "a b"], ["echo", "a b"], ["false"]]
+    assert ops_run.read_record(record) == [["echo", "a b"], ["echo", "a b"], ["false"]]
+    assert ops_run.read_record(tmp_path / "none") == []
 
 
 def test_invoke_echo_is_plain_without_a_terminal_and_recorded(tmp_path):
