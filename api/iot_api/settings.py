@@ -282,16 +282,21 @@ def markdown_table() -> str:
 def rewrite_table(page: str, heading: str = "Environment variables") -> str:
     """PAGE with the first table under `## HEADING` replaced by `markdown_table()`."""
     lines = page.splitlines(keepends=True)
-    at = next(i for i, line in enumerate(lines) if line.startswith("#") and line.lstrip("#").strip() == heading)
-    start = next(i for i in range(at, len(lines)) if lines[i].startswith("|"))
+    at = next((i for i, line in enumerate(lines) if line.startswith("#") and line.lstrip("#").strip() == heading), None)
+    start = next((i for i in range(at, len(lines)) if lines[i].startswith("|")), None) if at is not None else None
+    if start is None:
+        raise ValueError(f"no table under a '## {heading}' heading")
     end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
     return "".join(lines[:start]) + markdown_table() + "".join(lines[end:])
 
 
 if __name__ == "__main__":  # python -m iot_api.settings docs/api.md: rewrite the page's table
     for path in sys.argv[1:]:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-        with open(path, "w", encoding="utf-8") as fh:
-            fh.write(rewrite_table(text))
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = rewrite_table(fh.read())
+            with open(path, "w", encoding="utf-8") as fh:
+                fh.write(text)
+        except (OSError, ValueError) as exc:
+            sys.exit(f"error: {path}: {exc}")
         print(f"wrote {path}")
