@@ -22,7 +22,6 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
-import shlex
 import subprocess
 import threading
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 
 import requests
 
+from ops import run as runner
 from ops.registry import API_HEADER, RegistryError, is_loopback
 from ops.registry import say as registry_say
 
@@ -275,7 +275,7 @@ def _check_local(name: str, port: int, host: str) -> None:
 
 
 def _would_run(cmd: Sequence[str], progress: Progress) -> None:
-    progress(f"would run: {shlex.join(cmd)}")  # a dry run's echo of a command that changes something
+    runner.run(cmd, progress, dry=True)  # echoed (and recorded) as the run would, not run
 
 
 def _step(cmd: list[str], progress: Progress, dry: bool, **kw) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shlex
 import socket
+import textwrap
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -421,6 +422,45 @@ def test_stop_without_an_engine_is_one_line(monkeypatch):
     with pytest.raises(local.RegistryError, match=r"^the Docker engine does not answer \(.*\): start it with "
                                                   r"./iot engine$"):
         local.stop_local(dry=True, progress=lambda m: None)
+
+
+REGISTRY_STAND_IN = textwrap.dedent("""\
+    #!{python}
+    import json, os, sys
+    args = sys.argv[1:]
+    with open(os.environ["REC_LOG"], "a") as log:
+        log.write(json.dumps(["docker", *args]) + "\\n")
+    if args[:2] in (["container", "inspect"], ["volume", "inspect"]):
+        if args[0] == "container" and os.environ.get("REC_RUNNING"):
+            print(json.dumps([{{"State": {{"Running": True}}, "Config": {{"Labels": {{"iot.registry": "local"}}}}}}]))
+        else:
+            sys.exit("Error: No such " + args[0] + ": " + args[2])
+    """)  # anything else (image inspect, volume create, run, stop, rm): no output, exit 0
+
+
+def test_dry_start_and_stop_record_exactly_the_commands_the_real_ones_run(stand_ins, monkeypatch, tmp_path):
+    """Against a stand-in docker: what --dry echoes (IOT_RECORD_COMMANDS) is what the real run runs, in order."""
+    from ops import run as runner
+    from ops.cluster import registry as local
+
+    calls = stand_ins(REGISTRY_STAND_IN, "docker")
+    monkeypatch.setattr(local, "_wait", lambda host_port, timeout: True)  # no registry behind the stand-in
+    port, plans = closed_port(), {}
+    for what, action in (("start", lambda dry: local.start_local(port, name="iot-test-rec", dry=dry, progress=print)),
+                         ("stop", lambda dry: local.stop_local("iot-test-rec", dry=dry, progress=print))):
+        if what == "stop":
+            monkeypatch.setenv("REC_RUNNING", "1")
+        recorded = {}
+        for dry in (True, False):
+            monkeypatch.setenv(runner.RECORD_ENV, str(tmp_path / f"{what}-{dry}.jsonl"))
+            before = len(calls())
+            action(dry)
+            recorded[dry] = runner.read_record(tmp_path / f"{what}-{dry}.jsonl")
+            ran = [c for c in calls()[before:] if c[2:3] != ["inspect"]]  # what changes something
+            assert ran == ([] if dry else recorded[dry]), (what, dry)
+        assert recorded[True] == recorded[False], what
+        plans[what] = [c[1:3] for c in recorded[True]]
+    assert plans == {"start": [["volume", "create"], ["run", "-d"]], "stop": [["stop", "iot-test-rec"], ["rm", "iot-test-rec"]]}
 
 
 def test_registry_tasks_dry_without_an_engine(monkeypatch):
