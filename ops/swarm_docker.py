@@ -13,6 +13,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import urllib.parse
@@ -88,12 +89,11 @@ def parse_machine_env(text: str) -> dict[str, str]:
 def machine_env(name: str, progress: Progress = say, binary: str = "docker-machine") -> dict[str, str]:
     """The docker variables of the Docker Machine node NAME (`docker-machine env --shell bash NAME`)."""
     argv = [binary, "env", "--shell", "bash", name]
-    progress(shlex.join(argv))
-    try:  # its output holds the node's TLS paths, parsed and never shown: plain subprocess, not ops.run
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
-    except FileNotFoundError:
+    if shutil.which(binary) is None:
         raise SwarmError(f"--machine {name}: {binary} is not installed (Docker Machine is archived upstream; "
-                         "prefer a docker context or DOCKER_HOST=ssh://user@host)") from None
+                         "prefer a docker context or DOCKER_HOST=ssh://user@host)")
+    # a read (dry runs need it too), echoed like every command
+    proc = ops_run.run(argv, progress, read=True, check=False, timeout=120, error=SwarmCommandError)
     if proc.returncode != 0:
         raise SwarmError(f"--machine {name}: {shlex.join(argv)} failed: {_last_line(proc.stderr)}")
     env = parse_machine_env(proc.stdout)
