@@ -52,7 +52,7 @@ def counts(prepared: stack.Stack) -> dict[str, int]:
     params = {"q": db.count_statement(target)}
     if target.admin_user:  # influxdb.auth: the admin's credentials, through stdin
         params.update(u=target.admin_user, p=target.admin_password_file.read_text().strip())
-    script = ("import json, sys, urllib.parse, urllib.request; "
+    script = ("import json, sys, urllib.parse, urllib.request; "  # stdlib: the api's image has no requests
               "print(urllib.request.urlopen('http://influxdb:8086/query?' + urllib.parse.urlencode("
               "json.load(sys.stdin))).read().decode())")
     out = compose(prepared, "exec", "-T", "api", "python3", "-c", script, stdin=json.dumps(params)).stdout
