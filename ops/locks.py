@@ -63,7 +63,7 @@ def input_pins(path: Path) -> dict[str, str]:
     """name -> version of every `name==version` line of a requirements file and the files it includes (-r)."""
     pins: dict[str, str] = {}
     for line in path.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+        line = line.split("#", 1)[0].split(";", 1)[0].strip()  # a comment, an environment marker
         if line.startswith("-r "):
             pins.update(input_pins(path.parent / line[3:].strip()))
         elif m := re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)\s*==\s*(\S+)", line):
@@ -151,7 +151,8 @@ def regenerate(run: Run, dry: bool = False, upgrade: bool = False, progress: Pro
         raise LockError(f"{REGENERATE} installs uv into a venv of its own inside the running one, and this Python "
                         f"is not a venv: run it through ./iot")
     if not (uv_venv() / "bin" / "uv").is_file():
-        progress(f"uv {UV_VERSION} is not in {uv_venv()} yet: installing it there (the locks' tool, not one of their packages)")
+        progress(f"uv {UV_VERSION} is not in {uv_venv()} yet: {'would install' if dry else 'installing'} it there "
+                 f"(the locks' tool, not one of their packages)")
         for cmd in uv_install_commands():
             run(cmd)
     for cmd, lock in zip(compile_commands(upgrade, root), LOCKS, strict=True):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from ops import devtools, locks
@@ -50,7 +52,7 @@ def test_a_changed_pin_makes_the_lock_stale(tmp_path):
 def test_a_new_pin_without_its_lock_entry_is_found(tmp_path):
     root = _copy(tmp_path)
     with open(root / "requirements-dev.txt", "a") as f:
-        f.write("left-pad==1.0  # added without ./iot deps.lock\n")
+        f.write("left-pad==1.0 ; python_version >= '3.11'  # added without ./iot deps.lock\n")
     assert locks.problems(root) == ["requirements-dev.txt pins left-pad==1.0, requirements-dev.lock has nothing: "
                                     "run ./iot deps.lock"]
 
@@ -96,3 +98,13 @@ def test_iot_and_devtools_install_the_locks_with_hashes():
     cmd = devtools.install_command()
     assert cmd[-3:] == ["--require-hashes", "-r", str(ROOT / "requirements-dev.lock")]
     assert devtools.INPUTS == ("requirements-dev.lock",)
+
+
+def test_dry_prints_the_compile_commands_and_changes_no_lock():
+    before = {lock: (ROOT / lock).read_bytes() for lock in locks.LOCKS}
+    out = subprocess.run([sys.executable, "-m", "ops.cli", "--dry", "deps.lock"], cwd=ROOT, capture_output=True,
+                         text=True, timeout=120, check=True)
+    printed = out.stdout + out.stderr
+    for cmd in locks.compile_commands():
+        assert " ".join(cmd[1:]).replace("./iot deps.lock", "'./iot deps.lock'") in printed, printed
+    assert {lock: (ROOT / lock).read_bytes() for lock in locks.LOCKS} == before
