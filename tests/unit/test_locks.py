@@ -95,6 +95,8 @@ def test_iot_and_devtools_install_the_locks_with_hashes():
     assert "--require-hashes -r requirements.lock" in wrapper
     assert re.search(r"^inputs=\(requirements\.lock ", wrapper, re.M), "the stamp must follow the lock"
     assert "-r requirements.txt" not in wrapper
+    # the editable packages build with the lock's setuptools, not one fetched unpinned for an isolated build
+    assert "--no-deps --no-build-isolation" in wrapper and "setuptools" in locks.input_pins(ROOT / "requirements.txt")
     cmd = devtools.install_command()
     assert cmd[-3:] == ["--require-hashes", "-r", str(ROOT / "requirements-dev.lock")]
     assert devtools.INPUTS == ("requirements-dev.lock",)
