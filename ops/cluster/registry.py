@@ -322,7 +322,8 @@ def start_local(port: int = DEFAULT_PORT, *, name: str = LOCAL_NAME, host: str =
     label_args = [arg for label in (f"{LOCAL_LABEL}=local", *labels) for arg in ("--label", label)]
     if not has_volume:
         _step(["docker", "volume", "create", *label_args, volume], progress, dry)
-    _step(container_run_command(name, f"{host}:{port}", image=image, volume=volume, labels=label_args), progress, dry)
+    publish = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"  # docker's form of an IPv6 address
+    _step(container_run_command(name, publish, image=image, volume=volume, labels=label_args), progress, dry)
     if dry:
         return reg
     started = time.monotonic()
