@@ -19,11 +19,10 @@ import shlex
 import socket
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from harness import influx_count_in_container
+from harness import call, influx_count_in_container
 
 from ops import render, secrets, stack
 
@@ -225,10 +224,9 @@ def http_raw(port: int, request: bytes) -> bytes:
 
 def test_page_is_served_with_its_csp(mqtt_stack):
     prepared, _ = mqtt_stack
-    with urllib.request.urlopen(prepared.result.urls["web"] + "/", timeout=10) as resp:  # noqa: S310 (our URL)
-        body = resp.read().decode()
-        csp = resp.headers.get("Content-Security-Policy", "")
-        assert resp.status == 200
+    resp = call("GET", prepared.result.urls["web"] + "/")
+    body, csp = resp.text, resp.headers.get("Content-Security-Policy", "")
+    assert resp.status_code == 200, (resp.status_code, body[:300])
     assert "<svg" in body or "<html" in body.lower()
     assert "default-src" in csp and "'unsafe-eval'" not in csp, csp
     assert "http://" not in csp and "https://" not in csp  # no CDN, no outside origin
