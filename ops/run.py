@@ -157,14 +157,14 @@ def _execute(argv, public, progress, text_shown, *, timeout, env, input, stdin_f
     files = []
     try:
         if stdin_file:
-            files.append(open(stdin_file, "rb"))
+            files.append(_open(stdin_file, "rb", public, error))
             stdin = files[-1]
         elif input is not None:
             stdin = subprocess.PIPE
         else:
             stdin = None if interactive else subprocess.DEVNULL
         if stdout_file:
-            files.append(open(stdout_file, "wb"))
+            files.append(_open(stdout_file, "wb", public, error))
             stdout = files[-1]
         else:
             stdout = subprocess.PIPE
@@ -180,6 +180,13 @@ def _execute(argv, public, progress, text_shown, *, timeout, env, input, stdin_f
     finally:
         for f in files:
             f.close()
+
+
+def _open(path, mode, public, error):
+    try:
+        return open(path, mode)  # noqa: SIM115 (closed by _execute)
+    except OSError as exc:
+        raise error(f"{path}: cannot open it for `{shlex.join(public[:3])} …` ({exc.strerror})", public) from None
 
 
 class _Reader(threading.Thread):

@@ -174,3 +174,8 @@ def test_a_masked_secret_is_neither_shown_nor_recorded(tmp_path, monkeypatch):
         ops_run.run(["sh", "-c", "exit 2", "SECRET-1"], said.append, mask=["SECRET-1"])
     assert said == ["$ echo --token '***' x", "$ sh -c 'exit 2' '***'"] and "SECRET" not in str(exc.value)
     assert "SECRET" not in record.read_text() and exc.value.argv[-1] == "***"
+
+
+def test_a_missing_input_file_is_one_line(tmp_path):
+    with pytest.raises(ops_run.CommandError, match=r"/absent: cannot open it .*No such file"):
+        ops_run.run(["cat"], lambda m: None, stdin_file=tmp_path / "absent")
