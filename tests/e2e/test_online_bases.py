@@ -34,11 +34,10 @@ import os
 import shlex
 import subprocess
 import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 
 import pytest
+from harness import call
 
 from ops import images, render, secrets, stack
 
@@ -51,6 +50,7 @@ STANDIN_LABEL = "iot.test.standin"
 pytestmark = pytest.mark.usefixtures("docker_engine")
 
 # -- the Grafana stand-in ----------------------------------------------------------------------------------
+# The stand-ins run on the python base image, which has no requests: they keep the stdlib's urllib.
 STANDIN_SERVER = r'''"""STAND-IN for grafana/grafana, made by tests/e2e/test_online_bases.py: NOT Grafana.
 
 At start it reads what Grafana would read (fails, and the container exits, if anything is missing): every
@@ -296,10 +296,10 @@ def test_every_service_is_up_and_healthy(online_stack):
     assert used["grafana"] == online_stack["online"]["grafana"]
 
 
-def _get(url: str, token: str | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 (our own http URL)
-        return resp.status, json.loads(resp.read())
+def _get(url: str, token: str | None = None, params: dict | None = None) -> tuple[int, dict]:
+    resp = call("GET", url, token, params=params)
+    resp.raise_for_status()
+    return resp.status_code, resp.json()
 
 
 def test_a_reading_is_stored_and_grafana_s_datasource_reads_it(online_stack):
@@ -307,11 +307,9 @@ def test_a_reading_is_stored_and_grafana_s_datasource_reads_it(online_stack):
     api = result.urls["api"]
     write = result.secrets[secrets.SIMULATOR_TOKEN].read_text().strip()
     read = result.secrets[secrets.API_READ_TOKEN].read_text().strip()
-    body = json.dumps({"ts": "2017-06-25T09:53:16Z", "type": "temp", "value": 34, "sensor_id": "online"}).encode()
-    req = urllib.request.Request(api + "/data", data=body, method="POST", headers={
-        "Authorization": f"Bearer {write}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-        assert resp.status == 201
+    resp = call("POST", api + "/data", write, json={"ts": "2017-06-25T09:53:16Z", "type": "temp", "value": 34,
+                                                    "sensor_id": "online"})
+    assert resp.status_code == 201, (resp.status_code, resp.text[:300])
     status, got = _get(api + "/data?sensor_id=online", read)
     assert status == 200 and got["count"] == 1 and got["readings"][0]["value"] == 34.0
 
@@ -321,6 +319,6 @@ def test_a_reading_is_stored_and_grafana_s_datasource_reads_it(online_stack):
         pytest.skip("the real Grafana runs here: its datasource is not the stand-in's to query")
     values = render.load_values(ENV, OVERRIDES)["influxdb"]
     q = f"SELECT count(value) FROM {values['rp']}.{values['measurement']} WHERE sensor_id = 'online'"
-    status, got = _get(grafana + "/standin/datasource?" + urllib.parse.urlencode({"q": q}))
+    status, got = _get(grafana + "/standin/datasource", params={"q": q})
     assert status == 200, got
     assert got["results"][0]["series"][0]["values"][0][1] == 1, got  # as the reader, with the provisioned password
