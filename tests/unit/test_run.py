@@ -179,3 +179,44 @@ def test_a_masked_secret_is_neither_shown_nor_recorded(tmp_path, monkeypatch):
 def test_a_missing_input_file_is_one_line(tmp_path):
     with pytest.raises(ops_run.CommandError, match=r"/absent: cannot open it .*No such file"):
         ops_run.run(["cat"], lambda m: None, stdin_file=tmp_path / "absent")
+
+
+# -- the record: what `--dry TASK` prints is what TASK runs ---------------------------------------------------
+RECORDING_DOCKER = """\
+#!{python}
+import json, os, sys
+args = sys.argv[1:]
+with open(os.environ["REC_LOG"], "a") as log:
+    log.write(json.dumps(["docker", *args]) + "\\n")
+if args[:1] == ["info"]:
+    print("active true")
+elif args[:2] == ["volume", "ls"]:
+    print("iot-test_influxdb-data\\niot-test_mosquitto-data")
+elif args[:2] == ["service", "ls"]:
+    print("s1")
+elif args[:2] == ["service", "inspect"]:
+    print(json.dumps([{{"Spec": {{"Name": "iot-test_api"}}, "PreviousSpec": {{"Name": "iot-test_api"}}}}]))
+"""  # anything else (the changes, and ps/network ls of the wait): no output, exit 0
+
+
+@pytest.mark.parametrize("task", [["undeploy", "--env", "test", "--volumes"], ["rollback", "--env", "test"]])
+def test_dry_and_real_record_the_same_commands(stand_ins, tmp_path, task):
+    """IOT_RECORD_COMMANDS holds the same commands for `./iot --dry TASK` and `./iot TASK` (against a stand-in
+    docker), and they are the commands the real run made that are not reads."""
+    import os
+    import subprocess
+    from pathlib import Path
+
+    calls = stand_ins(RECORDING_DOCKER, "docker")
+    records = {}
+    for mode in ("dry", "real"):
+        record = tmp_path / f"{mode}.jsonl"
+        proc = subprocess.run([sys.executable, "-m", "ops.cli", *(["--dry"] if mode == "dry" else []), *task],
+                              cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, ops_run.RECORD_ENV: str(record)})
+        assert proc.returncode == 0, proc.stderr
+        records[mode] = ops_run.read_record(record)
+    assert records["dry"] == records["real"] != []
+    assert records["real"][0][:3] == (["docker", "stack", "rm"] if task[0] == "undeploy" else ["docker", "service", "rollback"])
+    made = calls()
+    assert all(c in made for c in records["real"])
