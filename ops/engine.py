@@ -36,6 +36,7 @@ from pathlib import Path
 
 import requests
 
+from ops import http_client
 from ops import run as runner
 from ops.errors import OpsError
 
@@ -363,8 +364,8 @@ def registry_reachable(url: str = REGISTRY_PROBE_URL, timeout: float = 5.0) -> b
     A TLS-intercepting proxy answering 403, a refused connection or a timeout all count as unreachable."""
     if not url.startswith("https://"):
         raise ValueError(f"registry probe URL must be https: {url!r}")
-    try:
-        headers = requests.get(url, timeout=timeout, verify=_system_ca_bundle()).headers  # 401 is the normal answer
+    try:  # any status is an answer (401 is the normal one of /v2/ without a token): only the header counts
+        headers = http_client.request("GET", url, timeout=timeout, verify=_system_ca_bundle()).headers
     except (requests.RequestException, ValueError):
         return False
     return bool(headers and headers.get("Docker-Distribution-Api-Version"))

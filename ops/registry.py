@@ -43,7 +43,7 @@ from typing import Protocol
 
 import requests
 
-from ops import names
+from ops import http_client, names
 from ops import run as runner
 from ops.errors import OpsError
 
@@ -382,9 +382,10 @@ def check_registry(registry: str, timeout: float = 3.0) -> None:
     if loopback:  # plain http, as Docker uses for loopback registries
         url = f"http://{host}/v2/"
         try:  # any status is an answer (401: a registry that wants a login); only its header counts
-            headers = requests.get(url, timeout=timeout).headers
+            headers = http_client.request("GET", url, timeout=timeout).headers
         except requests.RequestException as exc:
-            raise RegistryError(f"registry {host} accepts connections but {url} fails ({_reason(exc)}): {hint}") from None
+            why = http_client.reason(exc)
+            raise RegistryError(f"registry {host} accepts connections but {url} fails ({why}): {hint}") from None
         if not headers.get(API_HEADER):
             raise RegistryError(f"{host} answers but is not a Docker registry (no {API_HEADER} header on {url})")
 
@@ -393,25 +394,13 @@ def api_get(registry: str, path: str, timeout: float = 10.0) -> dict:
     """GET http://HOST/v2/PATH of a (loopback, plain http) registry, as JSON."""
     url = f"http://{registry_host(registry)}/v2/{path.lstrip('/')}"
     try:
-        resp = requests.get(url, timeout=timeout)
+        resp = http_client.request("GET", url, timeout=timeout)
         resp.raise_for_status()
         return resp.json()
     except requests.HTTPError as exc:
         raise RegistryError(f"GET {url} failed: HTTP {exc.response.status_code}") from None
     except (requests.RequestException, ValueError) as exc:
-        raise RegistryError(f"GET {url} failed: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause of a requests failure in one line (its own text names pools and retries)."""
-    seen: set[int] = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        inner = next((e for e in (exc.__context__, *getattr(exc, "args", ())[:1]) if isinstance(e, BaseException)), None)
-        if inner is None:
-            break
-        exc = inner
-    return " ".join(str(exc).split()) or type(exc).__name__
+        raise RegistryError(f"GET {url} failed: {http_client.reason(exc)}") from None
 
 
 def catalog(registry: str) -> list[str]:
