@@ -15,13 +15,12 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from harness import influx_count_in_container
+from harness import call, influx_count_in_container
 
 from ops import render, secrets
 
@@ -59,15 +58,8 @@ def token(name: str) -> str:
 
 
 def http(method: str, path: str, token_name: str, body: dict | None = None) -> tuple[int, dict]:
-    req = urllib.request.Request(api_url() + path, method=method,  # noqa: S310 (our own http URL)
-                                 data=json.dumps(body).encode() if body is not None else None,
-                                 headers={"Authorization": f"Bearer {token(token_name)}",
-                                          "Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+    resp = call(method, api_url() + path, token(token_name), json=body)
+    return resp.status_code, resp.json() if resp.content else {}
 
 
 def influx_count(docker, where: str) -> int:
