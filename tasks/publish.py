@@ -46,13 +46,18 @@ NAME_HELP = "the registry's container (default iot-registry); its data is in the
 @task(name="start", help={
     "port": "port on 127.0.0.1 (default 5000; then push with --registry 127.0.0.1:PORT/)",
     "name": NAME_HELP,
-})
-def registry_start(c, port=5000, name=None):
+    "env": "whose bases the registry image is built on when missing, as `up` chooses them: "
+           + ENV_HELP.split(": ", 1)[1],
+    "set": SET_HELP,
+}, iterable=["set"])
+def registry_start(c, port=5000, name=None, env=None, set=None):  # noqa: A002 - the option is --set
     """Run a local registry: the registry container (images/registry, built if missing) on 127.0.0.1 only."""
+    from ops import render
     from ops.cluster import registry as local
 
     with clear_errors():
-        local.start_local(int(port), name=name or local.LOCAL_NAME, dry=c.config.run.dry)
+        debian = local.chosen_debian_base(env_of(c, env), render.parse_overrides(set or []))
+        local.start_local(int(port), name=name or local.LOCAL_NAME, dry=c.config.run.dry, debian_image=debian)
 
 
 @task(name="stop", help={"name": NAME_HELP})

@@ -13,9 +13,10 @@ for a local cluster and for `./iot registry.start`, from one spec (`container_ru
   on 127.0.0.1:PORT only (Docker allows plain HTTP to 127.0.0.0/8 without `insecure-registries`), its
   data in the named volume NAME-data, which `registry.stop` keeps. Publishing to it is ops/registry.py.
 
-The image is built here the way the cluster builds it (`ensure_registry_image`), online or offline:
-debootstrap of the Debian base from the Debian mirror when missing, then images/registry on it; nothing
-comes from Docker Hub. Its config (images/registry/config.yml) is in the image.
+The image is built when missing (`ensure_registry_image`) on the Debian base `./iot up` would choose: the
+offline one as the cluster builds it (debootstrapped from the Debian mirror when missing: Debian and root),
+or with online bases the official debian image, which the build pulls (any machine with Docker). Its config
+(images/registry/config.yml) is in the image.
 """
 from __future__ import annotations
 
@@ -71,14 +72,19 @@ def container_run_command(container: str, publish: str, *, image: str = REGISTRY
 
 
 def ensure_registry_image(image: str = REGISTRY_IMAGE, progress: Progress = say, dry: bool = False,
-                          present: bool | None = None) -> None:
-    """Build the registry image when missing, as the cluster does (ops.cluster.local.ensure_dind_image: the
-    Debian base debootstrapped first if missing). dry: only print those commands. PRESENT: already probed."""
+                          present: bool | None = None, debian_image: str | None = None) -> None:
+    """Build the registry image when missing, on DEBIAN_IMAGE. None or the offline base: as the cluster does
+    (ops.cluster.local.ensure_dind_image: the Debian base debootstrapped first if missing, which needs Debian
+    and root). An official image (online bases: debian:bookworm-slim) is pulled by the build instead: no
+    debootstrap, so a learner's laptop with Docker Desktop builds it too. dry: only print those commands.
+    PRESENT: already probed."""
     from ops import images
 
     from . import local
 
-    if not dry:
+    debian = debian_image or local.DEBIAN_IMAGE
+    offline = debian == local.DEBIAN_IMAGE
+    if offline and not dry:
         local.ensure_dind_image(image, progress=progress, context=REGISTRY_CONTEXT)
         return
     if present is None:
@@ -86,16 +92,28 @@ def ensure_registry_image(image: str = REGISTRY_IMAGE, progress: Progress = say,
     if present:
         progress(f"{image}: present")
         return
-    if not images.image_exists(local.DEBIAN_IMAGE):
-        images.build_debian_base(local.DEBIAN_IMAGE, progress=progress, dry=True)
-    _would_run(registry_build_command(image), progress)
+    if offline and not images.image_exists(debian):
+        images.build_debian_base(debian, progress=progress, dry=True)
+    _step(registry_build_command(image, debian), progress, dry, timeout=1800, env={"DOCKER_BUILDKIT": "0"})
 
 
-def registry_build_command(image: str = REGISTRY_IMAGE) -> list[str]:
-    """What ensure_dind_image runs for the registry image (its dry run prints it). Pure."""
+def registry_build_command(image: str = REGISTRY_IMAGE, debian_image: str | None = None) -> list[str]:
+    """What ensure_dind_image runs for the registry image (its dry run prints it) on the offline Debian base,
+    or on DEBIAN_IMAGE. Pure."""
     from .local import DEBIAN_IMAGE
 
-    return ["docker", "build", "--build-arg", f"DEBIAN_IMAGE={DEBIAN_IMAGE}", "--tag", image, str(REGISTRY_CONTEXT)]
+    return ["docker", "build", "--build-arg", f"DEBIAN_IMAGE={debian_image or DEBIAN_IMAGE}", "--tag", image,
+            str(REGISTRY_CONTEXT)]
+
+
+def chosen_debian_base(env: str, overrides: dict, progress: Progress = say) -> str:
+    """The Debian base `./iot up` would build on here for ENV: the official image when the bases are online
+    and Docker Hub answers (or bases.mode=online is forced), else the offline one."""
+    from ops import render, stack
+
+    values = render.load_values(env, stack.choose_bases(env, overrides, progress))
+    bases = values["bases"]
+    return bases[bases["mode"]]["debian"]
 
 
 def answers(host_port: str, timeout: float = 2.0) -> bool:
@@ -288,11 +306,12 @@ def _step(cmd: list[str], progress: Progress, dry: bool, **kw) -> str:
 
 def start_local(port: int = DEFAULT_PORT, *, name: str = LOCAL_NAME, host: str = "127.0.0.1",
                 labels: Sequence[str] = (), image: str = REGISTRY_IMAGE, progress: Progress = registry_say,
-                dry: bool = False, timeout: float = 30.0) -> LocalRegistry:
+                dry: bool = False, timeout: float = 30.0, debian_image: str | None = None) -> LocalRegistry:
     """Run the registry container NAME published on HOST:PORT (loopback only), data in the volume NAME-data.
     Reuses NAME when it already runs on that port; refuses when it runs on another, or the port is taken.
     dry: print the docker commands it would run (the read-only probes still ask the engine; without one, the
-    plan from scratch, said so). LABELS: extra `key=value` labels on the container and the volume."""
+    plan from scratch, said so). LABELS: extra `key=value` labels on the container and the volume.
+    DEBIAN_IMAGE: the base its image is built on when missing (ensure_registry_image)."""
     port = int(port)
     _check_local(name, port, host)
     reg = LocalRegistry(name, host, port)
@@ -316,7 +335,7 @@ def start_local(port: int = DEFAULT_PORT, *, name: str = LOCAL_NAME, host: str =
             raise RegistryError(f"a local registry {name} already runs on {at}: stop it first "
                                 f"(./iot registry.stop --name {name}) or use another --name")
         _step(["docker", "rm", name], progress, dry)  # stopped (e.g. the engine restarted): its data is in the volume
-    ensure_registry_image(image, progress, dry, present=has_image)
+    ensure_registry_image(image, progress, dry, present=has_image, debian_image=debian_image)
     if not _port_free(host, port):  # dry too: the run would stop here
         raise RegistryError(f"port {port} on {host} is already in use by another program: choose another with --port")
     label_args = [arg for label in (f"{LOCAL_LABEL}=local", *labels) for arg in ("--label", label)]

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ops import registry
+from ops import registry, render
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -507,3 +507,28 @@ def test_the_publish_plan_takes_the_images_a_render_names_without_rendering(env,
     for p in plans:  # not built here (dry): the plain local name, tagged into the registry
         assert p.source == rendered.images[p.name].removeprefix(prefix)
         assert all(t.startswith(rendered.images[p.name].rsplit(":", 1)[0] + ":") for t in p.targets), p
+
+
+def test_with_online_bases_the_image_is_built_on_the_official_debian_without_debootstrap(monkeypatch):
+    """A learner's laptop (Docker Hub reachable, no Debian host, no root) builds the registry image on the
+    official debian image, which the build pulls; offline, on the debootstrapped base as the cluster does."""
+    from ops import bases, engine, images
+    from ops.cluster import registry as local
+
+    monkeypatch.setattr(images, "image_exists", lambda ref: False)
+    monkeypatch.setattr(bases, "image_exists", lambda ref: False)  # bases imported the name
+    monkeypatch.setattr(engine, "registry_reachable", lambda *a, **k: True)
+    online = local.chosen_debian_base("dev", {}, progress=lambda m: None)
+    assert online == render.load_values("dev")["bases"]["online"]["debian"]
+    said = []
+    local.ensure_registry_image(progress=said.append, dry=True, debian_image=online)
+    assert said == [f"would run: {shlex.join(local.registry_build_command(local.REGISTRY_IMAGE, online))}"]
+    assert f"DEBIAN_IMAGE={online}" in said[0]
+
+    monkeypatch.setattr(engine, "registry_reachable", lambda *a, **k: False)
+    notes = []
+    offline = local.chosen_debian_base("dev", {}, progress=notes.append)
+    assert offline == render.load_values("dev")["bases"]["offline"]["debian"] and "offline" in notes[0]
+    said = []
+    local.ensure_registry_image(progress=said.append, dry=True, debian_image=offline)
+    assert any("debootstrap" in m for m in said) and f"DEBIAN_IMAGE={offline}" in said[-1], said
