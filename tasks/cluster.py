@@ -42,24 +42,21 @@ def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=Non
 
     Then: swarm init on the first manager, joins, the database node labelled, and the docker context
     to use printed. `--driver local` also gives the nodes the env's images: pushed to a registry on the
-    cluster network (default), or `docker load`ed into every node (--distribution load)."""
-    import shlex
-
+    cluster network (default), or `docker load`ed into every node (--distribution load). `--dry` shows the
+    very plan the run runs (ops.cluster.plan_ssh / plan_machine / plan_local)."""
     from ops import cluster
 
-    managers, workers = int(managers), int(workers)
+    managers, workers, dry = int(managers), int(workers), c.config.run.dry
     with clear_errors():
         cluster.check_name(name)
         if ssh:
-            if c.config.run.dry:
-                for node, create in cluster.ssh_nodes(name, ssh, managers):
-                    print(f"would run: {shlex.join(create)}  ({node.role} {node.address})")
+            if dry:
+                cluster.plan_ssh(name, ssh, managers, db_node=int(db_node or 1)).show(print)
                 return
             result = cluster.create_ssh(name, ssh, managers, db_node=int(db_node or 1))
         elif driver == "local":
-            if c.config.run.dry:  # the very plan create_local runs
-                plan = cluster.plan_local(name, managers, workers, distribution=distribution, extra_labels=label or ())
-                print("\n".join(plan.lines()))
+            if dry:
+                cluster.plan_local(name, managers, workers, distribution=distribution, extra_labels=label or ()).show(print)
                 return
             cluster.check_local(name, managers, workers, distribution)  # before the render below
             refs, bases, mode = _cluster_images(c, env, image)
@@ -67,9 +64,8 @@ def cluster_create(c, driver="local", managers=1, workers=2, name="iot", ssh=Non
                                           extra_labels=label or (), distribution=distribution, bases=bases,
                                           bases_mode=mode)
         else:
-            if c.config.run.dry:
-                for node, _ in cluster.node_names(name, managers, workers):
-                    print("would run: " + shlex.join(cluster.machine_create_command(driver, node, option or ())))
+            if dry:
+                cluster.plan_machine(name, driver, managers, workers, option or ()).show(print)
                 return
             result = cluster.create_machine(name, driver, managers, workers, options=option or ())
     print("\n".join(result.lines()))
@@ -96,15 +92,16 @@ def cluster_rm(c, name="iot"):
 
     Local nodes go with their volumes, network and context; SSH hosts leave the swarm; Docker Machine nodes
     are deleted (`docker-machine rm`). Only what carries the cluster's name is touched."""
-    import shlex
-
     from ops import cluster
 
     with clear_errors():
-        if c.config.run.dry:  # the very plan the real run runs
-            done = [f"would run: {shlex.join(step.cmd)}" for step in cluster.rm_plan(name)]
-        else:
-            done = cluster.remove(name)
+        if c.config.run.dry:  # the very plan the real run runs, echoed through ops.run (recorded)
+            plan = cluster.rm_plan(name)
+            cluster.run_steps(plan, print, dry=True)
+            if not plan:
+                print(f"no cluster named {name}")
+            return
+        done = cluster.remove(name)
     print("\n".join(done) if done else f"no cluster named {name}")
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,40 +51,104 @@ def node_names(name: str, managers: int, workers: int) -> list[tuple[str, str]]:
             + [(f"{name}-w{i}", "worker") for i in range(1, workers + 1)])
 
 
-class ClusterCommandError(runner.CommandError, ClusterError):
-    """A cluster command that failed (argv, status and its output's tail)."""
-
-
-def run(cmd: Sequence[str], progress: Progress = say, *, input_file: Path | None = None, check: bool = True,
-        timeout: float | None = 300, echo: bool = True, env: dict[str, str] | None = None) -> str:
-    """ops.run.run with this module's defaults: stdout returned stripped, ClusterCommandError on failure."""
-    return runner.run(cmd, progress, stdin_file=input_file, check=check, timeout=timeout, echo=echo, env=env,
-                      error=ClusterCommandError).stdout.strip()
-
-
-class Step(NamedTuple):
-    """One command of a plan that `--dry` prints and the run runs, and what it removes (as rm prints it)."""
-    cmd: list[str]
-    removes: Sequence[str] = ()
-    check: bool = True
-    timeout: float = 300
-
-
-def run_steps(steps: Sequence[Step], progress: Progress = say) -> list[str]:
-    """Run the steps in order; what they removed."""
-    removed: list[str] = []
-    for step in steps:
-        run(step.cmd, progress, check=step.check, timeout=step.timeout)
-        removed += step.removes
-    return removed
-
-
 @dataclass
 class Node:
     name: str
     role: str                   # manager | worker
     address: str                # advertised to the swarm (an IP or a host name the others reach)
     docker: list[str]           # command prefix that runs `docker` against this node's engine
+
+
+class ClusterCommandError(runner.CommandError, ClusterError):
+    """A cluster command that failed (argv, status and its output's tail)."""
+
+
+def run(cmd: Sequence[str], progress: Progress = say, *, input_file: Path | None = None, check: bool = True,
+        timeout: float | None = 300, echo: bool = True, env: dict[str, str] | None = None, dry: bool = False,
+        mask: Sequence[str] = ()) -> str:
+    """ops.run.run with this module's defaults: stdout returned stripped, ClusterCommandError on failure.
+    dry: echo `would run: CMD` (recorded) and run nothing; mask: secrets (a join token) shown as ***."""
+    return runner.run(cmd, progress, stdin_file=input_file, check=check, timeout=timeout, echo=echo, env=env,
+                      dry=dry, mask=mask, error=ClusterCommandError).stdout.strip()
+
+
+class Step(NamedTuple):
+    """One command of a plan that `--dry` prints and the run runs, and what it removes (as rm prints it).
+
+    A plan may hold values only known at run time, written `<NAME>` in its arguments: a step that gives them
+    (gives: their names; parse: its output -> their values, default the whole output) fills every later
+    `<NAME>`. mask: names of such values that are secrets (a join token), shown and recorded as ***."""
+    cmd: list[str]
+    removes: Sequence[str] = ()
+    check: bool = True
+    timeout: float = 300
+    echo: bool = True
+    gives: Sequence[str] = ()
+    parse: Callable[[str], Sequence[str]] | None = None
+    mask: Sequence[str] = ()
+
+
+def later(name: str) -> str:
+    """How a value only known at run time is written in a plan's arguments (and shown by --dry)."""
+    return f"<{name}>"
+
+
+def fill(arg: str, values: dict[str, str]) -> str:
+    for name, value in values.items():
+        arg = arg.replace(later(name), value)
+    return arg
+
+
+def run_steps(steps: Sequence[Step], progress: Progress = say, *, dry: bool = False,
+              values: dict[str, str] | None = None) -> list[str]:
+    """Run the steps in order (dry: echo each as `would run:`, run nothing); what they removed.
+    values: the run-time values the steps give, filled into the later steps (updated in place)."""
+    values = {} if values is None else values
+    removed: list[str] = []
+    for step in steps:
+        cmd = [fill(a, values) for a in step.cmd]
+        secrets = [values.get(name, later(name)) for name in step.mask]  # dry: the <NAME> itself is masked
+        out = run(cmd, progress, check=step.check, timeout=step.timeout, echo=step.echo, dry=dry, mask=secrets)
+        if step.gives and not dry:
+            given = step.parse(out) if step.parse else [out]
+            values.update(zip(step.gives, given, strict=True))
+        removed += step.removes
+    return removed
+
+
+@dataclass
+class Plan:
+    """The commands a cluster task runs, in order: `--dry` echoes them (`would run:`, recorded like the real
+    run's `$` lines), the run runs them; values known only at run time appear as `<NAME>`, the notes say
+    where each comes from and what follows the commands."""
+    steps: list[Step]
+    nodes: list[Node] = field(default_factory=list)   # their addresses may be <NAME>s until run() fills them
+    db_node: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def commands(self) -> list[list[str]]:
+        return [step.cmd for step in self.steps if step.echo]
+
+    def sources(self) -> list[str]:
+        """Where the run-time values come from, one line per step that gives some."""
+        out = []
+        for step in self.steps:
+            if step.gives:
+                secret = "; read silently, a secret: shown as ***" if not step.echo else ""
+                out.append(f"  {', '.join(map(later, step.gives))}: from `{shlex.join(step.cmd)}`{secret}")
+        return out
+
+    def show(self, progress: Progress = print) -> None:
+        """What `./iot --dry cluster.create` prints: every command (through ops.run: recorded), then the notes."""
+        run_steps(self.steps, progress, dry=True)
+        for line in self.notes + (["known only at run time:", *self.sources()] if self.sources() else []):
+            progress(line)
+
+    def run(self, progress: Progress = say) -> list[Node]:
+        """Run the steps; the nodes with their run-time values filled in."""
+        values: dict[str, str] = {}
+        run_steps(self.steps, progress, values=values)
+        return [Node(n.name, n.role, fill(n.address, values), [fill(a, values) for a in n.docker]) for n in self.nodes]
 
 
 @dataclass

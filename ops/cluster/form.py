@@ -8,11 +8,10 @@ and their volumes, there.
 from __future__ import annotations
 
 import json
-import shlex
 import time
 from collections.abc import Sequence
 
-from .common import ClusterError, Node, Progress, run, say
+from .common import ClusterError, Node, Progress, Step, later, run, run_steps, say
 
 SWARM_PORT = 2377
 DB_LABEL = "iot.influxdb=true"        # node label the stack's placement constraint asks for
@@ -26,25 +25,42 @@ def swarm_commands(nodes: Sequence[Node], tokens: dict[str, str]) -> list[list[s
              f"{first.address}:{SWARM_PORT}"] for n in nodes[1:]]
 
 
-def form_swarm(nodes: Sequence[Node], db_node: str, progress: Progress = say, timeout: float = 120) -> None:
-    """init on nodes[0] (a manager), join the others, label the database node, wait for all Ready."""
+def token_name(role: str) -> str:
+    return f"{role} join token"
+
+
+def swarm_steps(nodes: Sequence[Node], db_node: str) -> list[Step]:
+    """init on nodes[0] (a manager), the join tokens read (silently), the others' joins (the token shown and
+    recorded as ***), the database node's id read and its labels added. The tokens and the node id are only
+    known at run time: `<manager join token>`, `<worker join token>`, `<NODE node id>` until then."""
     if not nodes or nodes[0].role != "manager":
         raise ClusterError("the first node must be a manager")
-    first = nodes[0]
-    run([*first.docker, "swarm", "init", "--advertise-addr", first.address], progress)
-    tokens = {role: run([*first.docker, "swarm", "join-token", "-q", role], progress, echo=False)
-              for role in ("manager", "worker")}
-    progress("join tokens read from the first manager (not printed)")
-    for node, cmd in zip(nodes[1:], swarm_commands(nodes, tokens), strict=True):
-        progress(f"$ {shlex.join(cmd[:len(node.docker)])} swarm join --token *** --advertise-addr {node.address} "
-                 f"{first.address}:{SWARM_PORT}")
-        run(cmd, progress, echo=False)
     db = next((n for n in nodes if n.name == db_node), None)
     if db is None:
         raise ClusterError(f"database node {db_node!r} is not one of {', '.join(n.name for n in nodes)}")
-    node_id = run([*db.docker, "info", "--format", "{{.Swarm.NodeID}}"], progress)
-    run([*first.docker, "node", "update", "--label-add", DB_LABEL, "--label-add", MQTT_LABEL, node_id], progress)
-    wait_ready(first, len(nodes), progress, timeout)
+    first = nodes[0]
+    roles = ("manager", "worker")
+    steps = [Step([*first.docker, "swarm", "init", "--advertise-addr", first.address])]
+    steps += [Step([*first.docker, "swarm", "join-token", "-q", role], echo=False, gives=[token_name(role)])
+              for role in roles]
+    tokens = {role: later(token_name(role)) for role in roles}
+    steps += [Step(cmd, mask=[token_name(node.role)]) for node, cmd in zip(nodes[1:], swarm_commands(nodes, tokens),
+                                                                           strict=True)]
+    node_id = f"{db.name} node id"
+    steps.append(Step([*db.docker, "info", "--format", "{{.Swarm.NodeID}}"], gives=[node_id]))
+    steps.append(Step([*first.docker, "node", "update", "--label-add", DB_LABEL, "--label-add", MQTT_LABEL,
+                       later(node_id)]))
+    return steps
+
+
+def wait_note(count: int, timeout: float = 120) -> str:
+    return f"then: wait up to {timeout:.0f} s for {count} Ready node(s) (docker node ls on the first manager, polled)"
+
+
+def form_swarm(nodes: Sequence[Node], db_node: str, progress: Progress = say, timeout: float = 120) -> None:
+    """init on nodes[0] (a manager), join the others, label the database node, wait for all Ready (swarm_steps)."""
+    run_steps(swarm_steps(nodes, db_node), progress)
+    wait_ready(nodes[0], len(nodes), progress, timeout)
 
 
 def node_states(manager: Node) -> list[dict]:

@@ -19,7 +19,7 @@ unauthenticated, root-equivalent API; only root on this host can. A docker conte
 it: `docker --context iot-NAME node ls`, or `DOCKER_HOST=unix://…/docker.sock`.
 
 `plan_local` is the one source of the commands that make the nodes: `./iot --dry cluster.create`
-prints its `lines()`, `create_local` runs its `steps` in order.
+shows its commands (`show()`), `create_local` runs its `steps` in order.
 """
 from __future__ import annotations
 
@@ -133,6 +133,12 @@ class LocalPlan:
                   else "docker save | docker load of the images")
         return ([f"would run: {shlex.join(cmd)}" for cmd in self.commands()]
                 + [f"then: swarm init/join, node label, {images}, a context"])
+
+    def show(self, progress: Progress = print) -> None:
+        """lines(), the commands echoed through ops.run (so IOT_RECORD_COMMANDS records them, as it does the run's)."""
+        for cmd in self.commands():
+            run(cmd, progress, dry=True)
+        progress(self.lines()[-1])
 
 
 def check_local(name: str, managers: int, workers: int, distribution: str) -> list[tuple[str, str]]:

@@ -1,13 +1,17 @@
 """Remote nodes: existing Docker hosts over SSH, or Docker Machine nodes, each reached through a docker context.
 
 - `create_ssh(name, hosts)`: existing hosts with Docker (`user@host`, the first `managers` of them
-  managers): one docker context per host (`host=ssh://user@host`), then `form_swarm` through those
+  managers): one docker context per host (`host=ssh://user@host`), then the swarm formed through those
   contexts. `rm_contexts` leaves the swarm on every node and removes the contexts.
 - `create_machine(name, driver, managers, workers)`: `docker-machine create --driver D NODE` per node,
   its address (`docker-machine ip`) and TLS files (`docker-machine config`) become a docker context,
-  then `form_swarm`. Docker Machine is archived upstream; without it installed this ends in one clear
+  then the swarm formed. Docker Machine is archived upstream; without it installed this ends in one clear
   `ClusterError`. It cannot be exercised here (no VMs, no cloud account): the unit tests run it against
   a recording stand-in `docker-machine` and assert the exact command sequence.
+
+`plan_ssh` and `plan_machine` are the one source of those commands: `./iot --dry cluster.create` shows
+them (`Plan.show`), `create_ssh` and `create_machine` run them (`Plan.run`); what is only known at run
+time (a machine's address, a join token, a node id) is written `<…>` in the dry run.
 
 The contexts carry the description `iot cluster NAME (…)`; `ls_contexts` lists them.
 """
@@ -25,16 +29,18 @@ from .common import (
     Cluster,
     ClusterError,
     Node,
+    Plan,
     Progress,
     Step,
     check_name,
     context_name,
+    later,
     node_names,
     run,
     run_steps,
     say,
 )
-from .form import form_swarm
+from .form import swarm_steps, wait_note, wait_ready
 
 
 # -- existing hosts over SSH (docker contexts) -----------------------------------------------------------
@@ -65,19 +71,27 @@ def ssh_nodes(name: str, hosts: Sequence[str], managers: int = 1) -> list[tuple[
     return out
 
 
+def plan_ssh(name: str, hosts: Sequence[str], managers: int = 1, db_node: int = 1) -> Plan:
+    """What create_ssh runs: a context per host, a `docker info` through each (fails early, naming an unreachable
+    host), then the swarm's forming (swarm_steps). db_node: 1-based index of the database host."""
+    planned = ssh_nodes(name, hosts, managers)
+    if not 1 <= db_node <= len(planned):
+        raise ClusterError(f"--db-node {db_node}: between 1 and the number of hosts ({len(planned)})")
+    nodes = [node for node, _ in planned]
+    steps = [Step(create) for _, create in planned]
+    steps += [Step([*node.docker, "info", "--format", "{{.ServerVersion}}"]) for node in nodes]
+    db = nodes[db_node - 1].name
+    return Plan(steps + swarm_steps(nodes, db), nodes, db, [wait_note(len(nodes))])
+
+
 def create_ssh(name: str, hosts: Sequence[str], managers: int = 1, progress: Progress = say,
                db_node: int = 1) -> Cluster:
-    """Form a swarm of existing Docker hosts reached over SSH. db_node: 1-based index of the database host."""
+    """Form a swarm of existing Docker hosts reached over SSH (plan_ssh, then a wait until all are Ready)."""
     started = time.monotonic()
-    planned = ssh_nodes(name, hosts, managers)
-    for _, create in planned:
-        run(create, progress)
-    nodes = [node for node, _ in planned]
-    for node in nodes:  # fail early, naming the host, when one is unreachable
-        run([*node.docker, "info", "--format", "{{.ServerVersion}}"], progress)
-    db = nodes[db_node - 1].name
-    form_swarm(nodes, db, progress)
-    return Cluster(name, "ssh", nodes, db, nodes[0].name, f"ssh://{hosts[0]}", time.monotonic() - started)
+    plan = plan_ssh(name, hosts, managers, db_node)
+    nodes = plan.run(progress)
+    wait_ready(nodes[0], len(nodes), progress)
+    return Cluster(name, "ssh", nodes, plan.db_node, nodes[0].name, f"ssh://{hosts[0]}", time.monotonic() - started)
 
 
 def ls_contexts() -> list[dict]:
@@ -138,29 +152,50 @@ def machine_create_command(driver: str, node: str, options: Sequence[str] = ()) 
     return ["docker-machine", "create", "--driver", driver, *options, node]
 
 
+TLS_KEYS = ("host", "ca", "cert", "key")
+
+
+def plan_machine(name: str, driver: str, managers: int = 1, workers: int = 2, options: Sequence[str] = (),
+                 machine: str = "docker-machine") -> Plan:
+    """What create_machine runs: per node `docker-machine create`, its address (`ip`) and TLS files (`config`),
+    a docker context from them; then the swarm's forming (swarm_steps). The addresses and TLS files are
+    only known at run time (`<NODE ip>`, `<NODE tls host>`, …)."""
+    check_name(name)
+    steps, nodes = [], []
+    for node, role in node_names(name, managers, workers):
+        tls = [f"{node} tls {key}" for key in TLS_KEYS]
+        ctx = f"{context_name(name)}-{node.removeprefix(name + '-')}"
+        steps += [Step([machine, *machine_create_command(driver, node, options)[1:]], timeout=1800),
+                  Step([machine, "ip", node], gives=[f"{node} ip"]),
+                  Step([machine, "config", node], gives=tls, parse=_tls_values),
+                  Step(["docker", "context", "create", ctx, "--description",
+                        f"{DESCRIPTION} {name} (machine {driver}, {role})", "--docker",
+                        ",".join(f"{key}={later(value)}" for key, value in zip(TLS_KEYS, tls, strict=True))])]
+        nodes.append(Node(node, role, later(f"{node} ip"), ["docker", "--context", ctx]))
+    return Plan(steps + swarm_steps(nodes, nodes[0].name), nodes, nodes[0].name, [wait_note(len(nodes))])
+
+
+def _tls_values(config: str) -> list[str]:
+    tls = parse_machine_config(config)
+    return [tls[key] for key in TLS_KEYS]
+
+
 def create_machine(name: str, driver: str, managers: int = 1, workers: int = 2, progress: Progress = say,
                    options: Sequence[str] = (), machine: str = "docker-machine") -> Cluster:
-    """Docker Machine nodes (one `docker-machine create` each), one context per node, then form_swarm.
+    """Docker Machine nodes (plan_machine: one `docker-machine create` each, one context per node, the swarm
+    formed), then a wait until all are Ready.
 
     options: driver flags passed to every create (e.g. --digitalocean-access-token=…,
     --generic-ip-address=…). Cannot run here: no hypervisor, no cloud account (unit-tested against a
     recording stand-in)."""
-    check_name(name)
+    plan = plan_machine(name, driver, managers, workers, options, machine)
     if shutil.which(machine) is None:
         raise ClusterError(MACHINE_INSTALL_HINT)
     started = time.monotonic()
-    nodes = []
-    for node, role in node_names(name, managers, workers):
-        run([machine, *machine_create_command(driver, node, options)[1:]], progress, timeout=1800)
-        address = run([machine, "ip", node], progress)
-        tls = parse_machine_config(run([machine, "config", node], progress))
-        ctx = f"{context_name(name)}-{node.removeprefix(name + '-')}"
-        run(["docker", "context", "create", ctx, "--description", f"{DESCRIPTION} {name} (machine {driver}, {role})",
-             "--docker", f"host={tls['host']},ca={tls['ca']},cert={tls['cert']},key={tls['key']}"], progress)
-        nodes.append(Node(node, role, address, ["docker", "--context", ctx]))
-    form_swarm(nodes, nodes[0].name, progress)
+    nodes = plan.run(progress)
+    wait_ready(nodes[0], len(nodes), progress)
     first_ctx = nodes[0].docker[-1]
-    return Cluster(name, f"machine {driver}", nodes, nodes[0].name, first_ctx, None, time.monotonic() - started)
+    return Cluster(name, f"machine {driver}", nodes, plan.db_node, first_ctx, None, time.monotonic() - started)
 
 
 def rm_machine_steps(name: str, progress: Progress = say, machine: str = "docker-machine") -> list[Step]:

@@ -259,6 +259,72 @@ def test_task_without_docker_machine_exits_with_one_line(tmp_path):
     assert proc.stderr.strip().splitlines()[-1].startswith("error: docker-machine is not installed")
 
 
+# -- ssh and machine: `--dry` records what the real run records ----------------------------------------
+def recorded(tmp_path: Path, mode: str, *args: str) -> list[list[str]]:
+    """Run `./iot [--dry] ARGS` (the stand-ins first on PATH) with IOT_RECORD_COMMANDS; the commands it echoed."""
+    from ops import run as ops_run
+
+    record = tmp_path / f"{mode}.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "ops.cli", *(["--dry"] if mode == "dry" else []), *args], cwd=ROOT,
+                          env={**os.environ, ops_run.RECORD_ENV: str(record)}, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return ops_run.read_record(record)
+
+
+def filled(commands: list[list[str]], values: dict[str, str]) -> list[list[str]]:
+    """The dry record with its run-time `<…>` values replaced by what the stand-ins answer."""
+    return [[cluster.fill(arg, values) for arg in cmd] for cmd in commands]
+
+
+def test_ssh_dry_records_what_the_real_create_records(recorder, tmp_path):
+    """plan_ssh is what create_ssh runs: the same commands, in order, the join tokens *** in both (never
+    recorded), only the node id (read at run time) written <…> in the dry run."""
+    args = ["cluster.create", "--ssh", "ops@203.0.113.1", "--ssh", "ops@203.0.113.2", "--ssh", "ops@203.0.113.3",
+            "--managers", "2", "--db-node", "3", "--name", "demo"]
+    dry = recorded(tmp_path, "dry", *args)
+    assert recorder() == []  # the dry run asked nothing of docker
+    real = recorded(tmp_path, "real", *args)
+    assert filled(dry, {"iot-demo-3 node id": "ID-iot-demo-3"}) == real
+    assert ["docker", "--context", "iot-demo-3", "swarm", "join", "--token", "***", "--advertise-addr", "203.0.113.3",
+            "203.0.113.1:2377"] in real and "TOKEN" not in json.dumps(real)
+    made = recorder()
+    assert [c for c in made if "join-token" not in c and "ls" not in c] == \
+        [[a.replace("***", "TOKEN-MANAGER" if "203.0.113.2" in c else "TOKEN-WORKER") for a in c] for c in real]
+
+
+def test_machine_dry_records_what_the_real_create_records(recorder, tmp_path):
+    """plan_machine is what create_machine runs (against the stand-in docker-machine: no VM here): the machines'
+    addresses and TLS files, the node id are <…> in the dry run, filled from the stand-in's answers here."""
+    args = ["cluster.create", "--driver", "digitalocean", "--workers", "1", "--name", "demo",
+            "--option", "--digitalocean-size=s-1vcpu-1gb"]
+    dry = recorded(tmp_path, "dry", *args)
+    assert recorder() == []
+    real = recorded(tmp_path, "real", *args)
+    values = {"demo-m1 ip": "192.0.2.11", "demo-w1 ip": "192.0.2.21", "demo-m1 node id": "ID-iot-demo-m1"}
+    for node in ("demo-m1", "demo-w1"):
+        values |= {f"{node} tls host": "tcp://192.0.2.99:2376", f"{node} tls ca": f"/m/{node}/ca.pem",
+                   f"{node} tls cert": f"/m/{node}/cert.pem", f"{node} tls key": f"/m/{node}/key.pem"}
+    assert filled(dry, values) == real
+    assert real[0] == ["docker-machine", "create", "--driver", "digitalocean", "--digitalocean-size=s-1vcpu-1gb", "demo-m1"]
+    assert ["docker", "--context", "iot-demo-w1", "swarm", "join", "--token", "***", "--advertise-addr", "192.0.2.21",
+            "192.0.2.11:2377"] in real
+    assert all(c in recorder() for c in real if "***" not in c)
+
+
+def test_dry_shows_where_the_run_time_values_come_from(recorder):
+    plan = cluster.plan_machine("demo", "generic", managers=1, workers=0)
+    said: list[str] = []
+    plan.show(said.append)
+    assert said[0] == "would run: docker-machine create --driver generic demo-m1"
+    assert "  <demo-m1 ip>: from `docker-machine ip demo-m1`" in said
+    assert any(line.startswith("  <worker join token>: ") and line.endswith("a secret: shown as ***") for line in said)
+    assert said[said.index("known only at run time:") - 1].startswith("then: wait up to 120 s for 1 Ready node(s)")
+    assert recorder() == []
+    with pytest.raises(cluster.ClusterError, match="--db-node 4"):
+        cluster.plan_ssh("demo", ["a@h1", "a@h2"], db_node=4)
+
+
 # -- local driver: the --dry plan is the run's own sequence --------------------------------------------
 LOCAL_STAND_IN = textwrap.dedent("""\
     #!{python}
