@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from ops import cluster
+from ops.run import read_record as run_record
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -375,23 +376,25 @@ def local_docker(stand_ins, monkeypatch):
     server.shutdown()
 
 
-def iot(*args: str) -> str:
+def iot(*args: str, record: Path | None = None) -> str:
+    env = {**os.environ, **({"IOT_RECORD_COMMANDS": str(record)} if record else {})}
     proc = subprocess.run([sys.executable, "-m", "ops.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120, check=False)
+                          timeout=120, check=False, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return proc.stdout
 
 
 @pytest.mark.parametrize("distribution", ["registry", "load"])
-def test_dry_plan_is_the_sequence_the_real_create_runs(local_docker, distribution):
+def test_dry_plan_is_the_sequence_the_real_create_runs(local_docker, distribution, tmp_path):
     """`./iot --dry cluster.create` prints ops.cluster.plan_local; the real task runs exactly those commands,
     in that order and nothing in between (against the stand-in docker: no engine is touched)."""
     name = f"unitdry{os.getpid()}"
     options = ["cluster.create", "--name", name, "--managers", "1", "--workers", "2", "--label", "iot.test.run=unit",
                "--distribution", distribution, "--image", "iot/api:0.1.0"]
-    printed = iot("--dry", *options).splitlines()
+    printed = iot("--dry", *options, record=tmp_path / "dry.jsonl").splitlines()
     assert local_docker() == [["docker", "network", "ls", "-q"]]  # --dry only asked which subnets are taken
     planned = [shlex.split(line.removeprefix("would run: ")) for line in printed if line.startswith("would run: ")]
+    assert planned == run_record(tmp_path / "dry.jsonl")  # echoed through ops.run: recorded as the run's are
     assert [c[1:3] for c in planned] == [["network", "create"], *([["run", "-d"]] if distribution == "registry" else []),
                                          *[["volume", "create"], ["run", "-d"]] * 3]
     assert printed[len(planned):] == [line for line in printed if line.startswith("then: ")] != []
