@@ -164,9 +164,14 @@ def deploy(plan: DeployPlan, docker: Docker) -> list[ServiceState]:
     if plan.external_secrets:
         ensure_objects(docker, "secret", plan.secrets, plan.stack)
         ensure_objects(docker, "config", plan.configs, plan.stack)
-    if not docker.dry:
+    if docker.dry and swarm_state(docker)[0] != "active":  # no nodes to ask: say what the run would do
+        if plan.node_labels:
+            step(f"would label the only node {', '.join(f'{k}={v}' for k, v in sorted(plan.node_labels.items()))} "
+                 "unless a node has them (the engine is not in swarm mode now: ./iot swarm.init)")
+    else:  # dry too: the nodes are read, the `docker node update` it would run is echoed
         for label in ensure_node_labels(docker, plan.node_labels):
-            step(f"labelled the only node {label} (placement of the stateful services)")
+            if not docker.dry:
+                step(f"labelled the only node {label} (placement of the stateful services)")
     running = [] if docker.dry else stack_services(docker, plan.stack)
     before = {s.name: (s.update_state, s.update_started)
               for s in states(docker, plan.stack, plan.label_prefix, running)}
