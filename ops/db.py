@@ -332,7 +332,13 @@ def restore(target: Target, archive: Path, runner: Runner, force: bool = False) 
     manifest = check_archive(Path(archive))
     influxdb = find_container(runner, target, "influxdb")
     influx = Influx(runner, target, find_container(runner, target, "api"))
-    existing = influx.databases() if not runner.dry else set()
+    existing: set[str] = set()
+    try:  # a dry run asks too (a read), so that it prints the statements the run would send
+        existing = influx.databases()
+    except DbError as exc:
+        if not runner.dry:
+            raise
+        runner.progress(f"note: the databases could not be listed ({exc}): the plan as for a fresh stack")
     before = influx.counts() if target.db in existing else {}
     if sum(before.values()) and not force:
         raise DbError(f"database {target.db} in {target.where('influxdb')} already holds {_summary(before)}: "
@@ -349,8 +355,10 @@ def restore(target: Target, archive: Path, runner: Runner, force: bool = False) 
         if not runner.dry and manifest.get("exact") and sum(restored.values()) != manifest.get("count"):
             raise DbError(f"the archive says {manifest.get('count')} points but {sum(restored.values())} were restored")
         influx.query(f"CREATE DATABASE {_ident(target.db)}", write=True)  # no-op when it exists
-        have = {rp["name"] for rp in influx.retention_policies(target.db)} if not runner.dry else set()
-        policies = influx.retention_policies(tmp_db) if not runner.dry else [{"name": target.rp}]
+        # dry: the live database's policies as they are now; the backup's own (the copy is not restored) from its manifest
+        have = ({rp["name"] for rp in influx.retention_policies(target.db)}
+                if not runner.dry or target.db in existing else set())
+        policies = influx.retention_policies(tmp_db) if not runner.dry else [{"name": manifest.get("rp") or target.rp}]
         for rp in policies:
             if rp["name"] not in have:
                 influx.query(create_rp_statement(target.db, rp), write=True)
