@@ -322,3 +322,25 @@ def test_a_reading_is_stored_and_grafana_s_datasource_reads_it(online_stack):
     status, got = _get(grafana + "/standin/datasource", params={"q": q})
     assert status == 200, got
     assert got["results"][0]["series"][0]["values"][0][1] == 1, got  # as the reader, with the provisioned password
+
+
+def test_the_registry_image_builds_on_the_online_debian_and_serves(standins):
+    """`./iot registry.start` on a learner's laptop (Docker Hub reachable): the registry image is built on the
+    official debian image (here its stand-in), with no debootstrap, and the container answers /v2/. Its own
+    image tag, container, port and volume: lab 04's and the cluster's registry are untouched."""
+    from ops.cluster import registry as reg
+
+    image, name = "iot-test/registry:online", "iot-test-online-registry"
+    said: list[str] = []
+    try:
+        reg.ensure_registry_image(image, progress=said.append, debian_image=standins["online"]["debian"])
+        assert not [m for m in said if "debootstrap" in m], said
+        assert any(f"DEBIAN_IMAGE={standins['online']['debian']}" in m for m in said), said
+        assert standins["online"]["debian"] != standins["offline"]["debian"]
+        started = reg.start_local(28500, name=name, image=image, progress=said.append)
+        answer = call("GET", f"{started.url}/v2/_catalog")
+        assert answer.status_code == 200 and answer.json() == {"repositories": []}, answer.text
+    finally:
+        reg.stop_local(name, progress=print)
+        docker("volume", "rm", f"{name}-data", check=False)
+        docker("rmi", image, check=False)
