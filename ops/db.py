@@ -281,8 +281,9 @@ class Influx:
                 out += [dict(zip(cols, row, strict=False)) for row in s.get("values") or []]
         return out
 
-    def counts(self, db: str | None = None) -> dict[str, int]:
-        if self.runner.dry:
+    def counts(self, db: str | None = None, dry_too: bool = False) -> dict[str, int]:
+        """Points per sensor; in a dry run {} unless DRY_TOO (a database that exists now: the read can be made)."""
+        if self.runner.dry and not dry_too:
             return {}
         return parse_counts(self.query(count_statement(self.target, db)))
 
@@ -339,7 +340,7 @@ def restore(target: Target, archive: Path, runner: Runner, force: bool = False) 
         if not runner.dry:
             raise
         runner.progress(f"note: the databases could not be listed ({exc}): the plan as for a fresh stack")
-    before = influx.counts() if target.db in existing else {}
+    before = influx.counts(dry_too=True) if target.db in existing else {}  # dry refuses where the run would
     if sum(before.values()) and not force:
         raise DbError(f"database {target.db} in {target.where('influxdb')} already holds {_summary(before)}: "
                       "restore into a fresh stack (`./iot down --env ENV --volumes` then `up`), or --force to merge "
