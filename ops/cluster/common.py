@@ -126,9 +126,6 @@ class Plan:
     db_node: str = ""
     notes: list[str] = field(default_factory=list)
 
-    def commands(self) -> list[list[str]]:
-        return [step.cmd for step in self.steps if step.echo]
-
     def sources(self) -> list[str]:
         """Where the run-time values come from, one line per step that gives some."""
         out = []
