@@ -77,7 +77,8 @@ class Step(NamedTuple):
 
     A plan may hold values only known at run time, written `<NAME>` in its arguments: a step that gives them
     (gives: their names; parse: its output -> their values, default the whole output) fills every later
-    `<NAME>`. mask: names of such values that are secrets (a join token), shown and recorded as ***."""
+    `<NAME>`. mask: names of such values that are secrets (a join token), shown and recorded as ***;
+    hide: secrets given up front (a driver's access token), shown and recorded as *** too."""
     cmd: list[str]
     removes: Sequence[str] = ()
     check: bool = True
@@ -86,6 +87,7 @@ class Step(NamedTuple):
     gives: Sequence[str] = ()
     parse: Callable[[str], Sequence[str]] | None = None
     mask: Sequence[str] = ()
+    hide: Sequence[str] = ()
 
 
 def later(name: str) -> str:
@@ -107,7 +109,7 @@ def run_steps(steps: Sequence[Step], progress: Progress = say, *, dry: bool = Fa
     removed: list[str] = []
     for step in steps:
         cmd = [fill(a, values) for a in step.cmd]
-        secrets = [values.get(name, later(name)) for name in step.mask]  # dry: the <NAME> itself is masked
+        secrets = [values.get(name, later(name)) for name in step.mask] + list(step.hide)  # dry: <NAME> masked
         out = run(cmd, progress, check=step.check, timeout=step.timeout, echo=step.echo, dry=dry, mask=secrets)
         if step.gives and not dry:
             given = step.parse(out) if step.parse else [out]

@@ -153,6 +153,13 @@ def machine_create_command(driver: str, node: str, options: Sequence[str] = ()) 
 
 
 TLS_KEYS = ("host", "ca", "cert", "key")
+# A driver flag whose name says it holds a secret (--digitalocean-access-token=…, --amazonec2-secret-key=…).
+SECRET_FLAG = re.compile(r"--[\w-]*(token|secret|password|key)[\w-]*=", re.IGNORECASE)
+
+
+def secret_values(options: Sequence[str]) -> list[str]:
+    """The values of the secret-looking `--flag=value` options, to show and record as ***. Pure."""
+    return [opt.split("=", 1)[1] for opt in options if SECRET_FLAG.match(opt) and opt.split("=", 1)[1]]
 
 
 def plan_machine(name: str, driver: str, managers: int = 1, workers: int = 2, options: Sequence[str] = (),
@@ -165,7 +172,8 @@ def plan_machine(name: str, driver: str, managers: int = 1, workers: int = 2, op
     for node, role in node_names(name, managers, workers):
         tls = [f"{node} tls {key}" for key in TLS_KEYS]
         ctx = f"{context_name(name)}-{node.removeprefix(name + '-')}"
-        steps += [Step([machine, *machine_create_command(driver, node, options)[1:]], timeout=1800),
+        steps += [Step([machine, *machine_create_command(driver, node, options)[1:]], timeout=1800,
+                       hide=secret_values(options)),
                   Step([machine, "ip", node], gives=[f"{node} ip"]),
                   Step([machine, "config", node], gives=tls, parse=_tls_values),
                   Step(["docker", "context", "create", ctx, "--description",

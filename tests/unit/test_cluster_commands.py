@@ -298,7 +298,7 @@ def test_machine_dry_records_what_the_real_create_records(recorder, tmp_path):
     """plan_machine is what create_machine runs (against the stand-in docker-machine: no VM here): the machines'
     addresses and TLS files, the node id are <…> in the dry run, filled from the stand-in's answers here."""
     args = ["cluster.create", "--driver", "digitalocean", "--workers", "1", "--name", "demo",
-            "--option", "--digitalocean-size=s-1vcpu-1gb"]
+            "--option", "--digitalocean-size=s-1vcpu-1gb", "--option", "--digitalocean-access-token=DO-SECRET-42"]
     dry = recorded(tmp_path, "dry", *args)
     assert recorder() == []
     real = recorded(tmp_path, "real", *args)
@@ -307,10 +307,13 @@ def test_machine_dry_records_what_the_real_create_records(recorder, tmp_path):
         values |= {f"{node} tls host": "tcp://192.0.2.99:2376", f"{node} tls ca": f"/m/{node}/ca.pem",
                    f"{node} tls cert": f"/m/{node}/cert.pem", f"{node} tls key": f"/m/{node}/key.pem"}
     assert filled(dry, values) == real
-    assert real[0] == ["docker-machine", "create", "--driver", "digitalocean", "--digitalocean-size=s-1vcpu-1gb", "demo-m1"]
+    assert real[0] == ["docker-machine", "create", "--driver", "digitalocean", "--digitalocean-size=s-1vcpu-1gb",
+                       "--digitalocean-access-token=***", "demo-m1"]  # the access token: neither shown nor recorded
+    assert "DO-SECRET-42" not in json.dumps(dry + real)
     assert ["docker", "--context", "iot-demo-w1", "swarm", "join", "--token", "***", "--advertise-addr", "192.0.2.21",
             "192.0.2.11:2377"] in real
-    assert all(c in recorder() for c in real if "***" not in c)
+    assert [c for c in real if not any("***" in a for a in c) and c not in recorder()] == []
+    assert [*real[0][:-2], "--digitalocean-access-token=DO-SECRET-42", "demo-m1"] in recorder()  # the machine got it
 
 
 def test_dry_shows_where_the_run_time_values_come_from(recorder):
