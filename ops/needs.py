@@ -134,19 +134,21 @@ def ensure(paths: Iterable[str], dry: bool = False, require: bool | None = None,
         progress(f"present: {', '.join(present)}")
     for need in lacking:
         progress(f"{need.command} is missing: {need.why} (Debian's {need.package})")
-    if lacking and dry:
-        progress(f"would run: apt-get update && apt-get install -y --no-install-recommends {' '.join(packages)}")
-    elif lacking:
-        try:
-            engine.ensure_debian_packages(packages, progress, what=" ".join(packages))
+    if lacking:
+        try:  # dry: the same apt-get commands, echoed as `would run:` (and recorded) instead of run
+            engine.ensure_debian_packages(packages, progress, what=" ".join(packages), dry=dry)
         except engine.EngineError as exc:
-            if require:
+            if dry:
+                progress(f"the real run would stop here: {exc}")
+            elif require:
                 raise engine.EngineError(f"the tests need {_list(lacking)}, which could not be installed: {exc}") \
                     from None
-            progress(f"could not install them: {exc}")
-        lacking = [n for n in lacking if not n.found()]
-        for need in lacking:
-            progress(f"skipping the tests that need {need.command}")
+            else:
+                progress(f"could not install them: {exc}")
+        if not dry:
+            lacking = [n for n in lacking if not n.found()]
+            for need in lacking:
+                progress(f"skipping the tests that need {need.command}")
     if docker_needed(paths, root):
         _ensure_engine(dry, require, progress)
     return lacking
