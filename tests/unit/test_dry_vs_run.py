@@ -8,7 +8,8 @@ For each task, with IOT_RECORD_COMMANDS (ops/run.py: every echoed command, run o
 line; invoke's `c.run` echo records too, ops/cli.py):
   (a) the dry record equals the real record (after NORMALIZE: random work-directory names, timestamps and
       git revisions differ between two runs by design);
-  (b) every dry-recorded command appears in the dry output as printed text (ops.run.shown);
+  (b) every dry-recorded command appears in the dry output as printed text (ops.run.shown), and every
+      `would run: CMD` line of the output is a recorded command;
   (c) the stand-ins received, in order, exactly the recorded commands of the real run that are theirs,
       plus reads (is_read: inspect, ls, ps, version… asked without echo; they run in dry runs too);
   (d) the dry run made no stand-in call other than reads.
@@ -254,14 +255,18 @@ class Case:
     extra: tuple[str, ...] = ()             # more stand-ins on PATH (env: invoke's `env K=V python …`)
     records: bool = True                    # DRY_ONLY: its --dry echoes commands (False: it prints a plan of its own)
     exit: int = 0                           # both runs end with this status (1: refused, the same way)
+    installs: tuple[str, ...] = ()          # test paths whose programs (ops.needs) it installs when missing
+    dev_tools: bool = False                 # installs requirements-dev.lock when this venv lacks it (ops.devtools)
 
 
 RUN_ELSEWHERE = "tests/unit/test_cluster_commands.py runs the dry plan against the real create/rm"
 TABLE: dict[str, list[Case]] = {
     "api": [Case(("api", "--port", "19999"), extra=("env",))],  # env(1) stood in: the api itself never starts
     "simulate": [Case(("simulate", "--url", "http://127.0.0.1:{port}", "--count", "1"))],
-    "test": [Case(("test", "--layer", "unit", "--jobs", "1", "-k", "test_reads_run_in_a_dry_run_too"))],
-    "lint": [Case(("lint",), real_ok=False)],  # the repository's verdict, not this test's: the commands are
+    "test": [Case(("test", "--layer", "unit", "--jobs", "1", "-k", "test_reads_run_in_a_dry_run_too"),
+                  installs=("tests/unit",), dev_tools=True, real_ok=False)],  # collects the whole unit layer: a
+    # file being edited elsewhere fails that run; the verdict is the repository's, the commands are compared
+    "lint": [Case(("lint",), real_ok=False, dev_tools=True)],  # the verdict is the repository's, not this test's
     "bench": [Case(("bench", "--seconds", "1"), DRY_ONLY,
                    "the real run measures for minutes with wrk against real api and influxd processes that ops.bench "
                    "starts itself (not commands of a plan): --dry prints the scenarios instead", records=False)],
@@ -283,9 +288,11 @@ TABLE: dict[str, list[Case]] = {
     "push": [Case(("push", "--registry", "127.0.0.1:{port}/"))],
     "registry.start": [Case(("registry.start", "--port", "{free_port}", "--name", "iot-registry-dvr"))],
     "registry.stop": [Case(("registry.stop", "--name", "iot-registry-dvr"), env={"STANDIN_REGISTRY": "1"})],
-    "deploy": [Case(("deploy", "--timeout", "1", "--url", "http://127.0.0.1:{port}"))],
+    "deploy": [Case(("deploy", "--timeout", "1", "--url", "http://127.0.0.1:{port}")),
+               Case(("deploy", "--timeout", "1", "--no-smoke", "--machine", "m1"))],
     "undeploy": [Case(("undeploy", "--volumes"))],
-    "rollback": [Case(("rollback",), env={"STANDIN_SERVICES": "1"})],
+    "rollback": [Case(("rollback",), env={"STANDIN_SERVICES": "1"}),
+                 Case(("rollback", "--machine", "m1"), env={"STANDIN_SERVICES": "1"})],  # docker-machine env: echoed
     "status": [Case(("status",), NO_COMMAND, "reads the services and their tasks", env={"STANDIN_SERVICES": "1"})],
     "scale": [Case(("scale", "--service", "api=2"))],
     "swarm.init": [Case(("swarm.init",), env={"STANDIN_SWARM": "inactive false"}),
@@ -333,6 +340,19 @@ CASES = [pytest.param(task, case, id=f"{task}[{i}]" if len(cases) > 1 else task,
          for task, cases in TABLE.items() for i, case in enumerate(cases)]
 
 
+def would_install(case: Case) -> str:
+    """Why the real run of CASE would install something on this machine ("" when it would not)."""
+    from ops import devtools, needs
+
+    lacking = [n.command for n in needs.needed(list(case.installs), ROOT) if not n.found()]
+    if lacking:
+        return f"the real run would apt-get install {', '.join(lacking)} (missing here)"
+    stamp = devtools.stamp_path()
+    if case.dev_tools and not (stamp.exists() and stamp.read_text().strip() == devtools.digest()):
+        return f"the real run would pip install {devtools.DEV} (this venv lacks it, or it changed)"
+    return ""
+
+
 def free_port() -> int:
     import socket
 
@@ -377,8 +397,18 @@ def test_dry_prints_what_the_task_runs(task, case, stand_ins, tmp_path, monkeypa
     missing = [c for c in dry_record if ops_run.shown(c) not in dry_out]
     assert missing == [], f"recorded but not printed:\n{missing}\n--- output:\n{dry_out}"
     assert [c for c in dry_calls if not is_read(c)] == [], "--dry made calls that change something"
-    if case.how == DRY_ONLY:
-        assert bool(dry_record) == case.records, f"--dry {task}:\n{dry_out}"
+    # and the other way: every `would run: CMD` line shows a recorded command (with its `K=V`, `< FILE`; a pipe
+    # `A | B`: both). `would run: POST URL …` is an HTTP request, not a command.
+    shown = [ops_run.shown(c) for c in dry_record]
+    unrecorded = [line for line in dry_out.splitlines() if "would run: " in line
+                  and not re.match(r"(GET|POST) ", line.split("would run: ", 1)[1])
+                  and not all(any(s in part for s in shown) for part in line.split("would run: ", 1)[1].split(" | "))]
+    assert unrecorded == [], "printed as `would run:` but not recorded (not echoed through ops.run)"
+    installs = would_install(case)
+    if installs:  # not here: the dry run is what can be checked
+        print(f"{task}: dry only: {installs}")
+    if case.how == DRY_ONLY or installs:
+        assert bool(dry_record) == case.records or installs, f"--dry {task}:\n{dry_out}"
         return
 
     started = len(dry_calls)
@@ -403,6 +433,7 @@ def test_dry_prints_what_the_task_runs(task, case, stand_ins, tmp_path, monkeypa
     changes = [c for c in normalize(real_calls) if not is_read(c)]
     assert changes == [c for c in theirs if not is_read(c)], f"--- real:\n{real_out}"
     assert all(c in normalize(real_calls) for c in theirs)
-    print(f"{task}: compared {len(real_record)} commands, {len(changes)} of them changes the stand-ins made")
+    print(f"{task}: compared {len(real_record)} commands, {len(changes)} of them changes the stand-ins made: "
+          + "; ".join(" ".join(c[:3]) for c in changes))
     if task in ("simulate", "up"):
         assert any(s.startswith(("POST /data", "GET /data")) for s in Handler.seen)
