@@ -405,7 +405,7 @@ def test_dry_prints_what_the_task_runs(task, case, stand_ins, tmp_path, monkeypa
                   and not all(any(s in part for s in shown) for part in line.split("would run: ", 1)[1].split(" | "))]
     installs = would_install(case)
     if installs and unrecorded:  # a known gap, seen only where something is missing (never in CI: ./iot test installs)
-        pytest.xfail(f"{installs}; ops.needs / ops.devtools print their `would run:` install themselves, not "
+        pytest.xfail(f"{installs}; ops.devtools (ops.engine when no engine) prints its `would run:` install itself, not "
                      f"through ops.run, so it is not recorded: {unrecorded}")
     assert unrecorded == [], "printed as `would run:` but not recorded (not echoed through ops.run)"
     if installs:  # not here: the dry run is what can be checked
