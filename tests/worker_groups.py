@@ -19,6 +19,12 @@ E2E_OWN_RESOURCES = {  # e2e modules that may run beside the serial chain, and w
                             "28088, version 0.0.0-online; the stand-in tags it adds name official images no "
                             "offline-mode test runs",
 }
+# Tests outside tests/e2e that write env dev's or test's build/ folder with settings of their own: beside the
+# serial chain they could rewrite a compose file between its render and its `docker compose` run.
+SHARES_BUILD_FOLDERS = {
+    "tests/unit/test_dry_vs_run.py": "runs every task for real against stand-in programs, so renders build/dev "
+                                     "and build/test with --set overrides (a stand-in's port)",
+}
 
 
 def rank(nodeid: str) -> int:
@@ -32,6 +38,6 @@ def group_of(nodeid: str) -> str:
     """The group of a test id (`tests/e2e/test_stack.py::test_x`): its module, or the serial e2e chain."""
     module = nodeid.split("::", 1)[0]
     folder, _, name = module.rpartition("/")
-    if folder == "tests/e2e" and name not in E2E_OWN_RESOURCES:
+    if folder == "tests/e2e" and name not in E2E_OWN_RESOURCES or module in SHARES_BUILD_FOLDERS:
         return E2E_SERIAL
     return module

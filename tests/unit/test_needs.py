@@ -88,6 +88,7 @@ def test_unknown_e2e_modules_join_the_serial_chain():
         assert (ROOT / "tests" / "e2e" / name).is_file(), name
         assert group_of(f"tests/e2e/{name}::test_x") == f"tests/e2e/{name}"
     assert group_of("tests/unit/test_render.py::test_y[dev]") == "tests/unit/test_render.py"
+    assert group_of("tests/unit/test_dry_vs_run.py::test_x") == E2E_SERIAL  # it writes build/dev with overrides
     ids = ["tests/unit/test_a.py::t", "tests/e2e/test_images.py::t", "tests/e2e/test_zz_new.py::t"]
     assert sorted(ids, key=rank) == ["tests/e2e/test_zz_new.py::t", "tests/e2e/test_images.py::t", "tests/unit/test_a.py::t"]
 
