@@ -34,10 +34,13 @@ def echo_format(stream=None) -> str:
 
 
 class RecordingLocal(Local):
-    """invoke's runner, plus ops.run's IOT_RECORD_COMMANDS record of every echoed `c.run` (dry or real)."""
+    """invoke's runner, plus ops.run's `would run:` marker in a dry run and its IOT_RECORD_COMMANDS record of
+    every echoed `c.run` (dry or real)."""
 
     def echo(self, command: str) -> None:
-        super().echo(command)
+        # --dry: the same `would run: CMD` line as ops.run's, so every task's dry output reads alike
+        print(("would run: " if self.opts.get("dry") else "") + self.opts["echo_format"].format(command=command),
+              flush=True)
         if os.environ.get(ops_run.RECORD_ENV):
             try:
                 argv = shlex.split(command)
