@@ -10,11 +10,11 @@ instant after the first time.
 from __future__ import annotations
 
 import hashlib
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from ops import run as runner
 from ops.errors import OpsError
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,6 +29,10 @@ Progress = Callable[[str], None]
 
 class DevToolsError(OpsError):
     """requirements-dev.lock could not be installed: one line, exit 1."""
+
+
+class DevToolsCommandError(runner.CommandError, DevToolsError):
+    """pip failed: its command, status and last lines."""
 
 
 def say(message: str) -> None:
@@ -68,13 +72,11 @@ def ensure(why: str, dry: bool = False, progress: Progress = say, root: Path = R
                             f"(which makes .venv), or install them yourself: "
                             f"{' '.join(cmd[:2])} -m pip install --require-hashes -r {DEV}")
     progress(f"{why} needs the development tools of {DEV}: not in {sys.prefix} yet, or the file changed")
+    if not dry:
+        progress("installing them (pip; a minute or two the first time)")
+    # ops.run: `$ CMD` (or `would run: CMD`, recorded); a failure shows pip's last lines
+    runner.run(cmd, progress, dry=dry, timeout=1800, merge_stderr=True, error=DevToolsCommandError)
     if dry:
-        progress(f"would run: {' '.join(cmd)}")
         return True
-    progress(f"installing them (pip; a minute or two the first time): {' '.join(cmd)}")
-    proc = subprocess.run(cmd, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=root)
-    if proc.returncode != 0:
-        tail = " | ".join(proc.stdout.strip().splitlines()[-3:])
-        raise DevToolsError(f"pip could not install {DEV} (exit {proc.returncode}): {tail}")
     stamp.write_text(want + "\n")
     return True
