@@ -10,10 +10,11 @@ Clean session, on purpose: the state is only the last window, and it is rebuilt 
 (the warm-up: each sensor's last value of each type within the window, mapped to its district by the
 retained meta messages). A persistent session would make the broker queue every reading while the
 processor is away (up to max_queued_messages, a million) only to replay, after an outage, readings the
-warm-up already has or that have left the window. The subscriptions come first and the warm-up after,
-so nothing falls between the two; the window keeps each sensor's newest value whatever the order, so
-the live readings and the warm-up merge in any order. The first publication waits for the warm-up (or
-for one full window of live readings if InfluxDB cannot be read, after which it would add nothing).
+warm-up already has or that have left the window. The subscriptions come first and the warm-up after
+(it starts once the broker acknowledged them), so nothing falls between the two; the window keeps each
+sensor's newest value whatever the order, so the live readings and the warm-up merge in any order. The
+first publication waits for the warm-up (or for one full window of live readings if InfluxDB cannot be
+read, after which it would add nothing).
 
 Invalid readings (iot_api.readings' rules, `ts` required, the topic's sensor id and type equal to the
 payload's) are ignored and counted; the counters are logged every minute and at exit. SIGTERM/SIGINT:
@@ -172,6 +173,7 @@ class Processor:
         self.stop = threading.Event()
         self.connected = False
         self.meta_burst_seen = False  # the retained meta messages came (see on_subscribe)
+        self.warmup_started = False
         self.warmed = False
         self.started = time.monotonic()
         self.client = broker.make_client(settings.broker, clean_session=True)
@@ -232,6 +234,9 @@ class Processor:
             self.connected = False
         elif kind == "subscribed":
             self.meta_burst_seen = True
+            if not self.warmup_started:  # InfluxDB is read only once the readings are subscribed: no gap
+                self.warmup_started = True
+                threading.Thread(target=self._warmup, name="warmup", daemon=True).start()
         elif kind == "warmup":
             self.on_warmup(payload)
 
@@ -332,9 +337,7 @@ class Processor:
     def run(self) -> None:
         b = self.settings.broker
         self.client.connect_async(b.host, b.port, keepalive=b.keepalive)
-        self.client.loop_start()
-        # After connect_async: the subscriptions are under way before InfluxDB is read (no gap).
-        threading.Thread(target=self._warmup, name="warmup", daemon=True).start()
+        self.client.loop_start()  # the warm-up starts at the first SUBACK of the readings (handle)
         next_publish = time.monotonic() + self.settings.publish_every_s
         next_stats = time.monotonic() + STATS_EVERY_S
         try:
